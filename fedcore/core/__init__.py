@@ -1,0 +1,54 @@
+"""The federated core: placements, federated types, placed values, intrinsics,
+computations, iterative processes and execution strategies."""
+
+from .computations import Computation, abstract_value, computation
+from .execution import (
+    ExecutionStrategy,
+    LoopStrategy,
+    VmapStrategy,
+    current_strategy,
+    execution,
+    register_strategy,
+)
+from .intrinsics import aggregate, apply, broadcast, map, max, mean, min, secure_sum, sum, value, zip
+from .placements import CLIENTS, SERVER, Placement
+from .processes import IterativeProcess
+from .types import FederatedType, FunctionType, PlacementError, TensorType, same_type
+from .values import FederatedValue, clients_value, is_placed, server_value, type_of
+
+__all__ = [
+    "CLIENTS",
+    "SERVER",
+    "Placement",
+    "FederatedType",
+    "FunctionType",
+    "TensorType",
+    "PlacementError",
+    "same_type",
+    "FederatedValue",
+    "server_value",
+    "clients_value",
+    "is_placed",
+    "type_of",
+    "broadcast",
+    "map",
+    "mean",
+    "sum",
+    "min",
+    "max",
+    "zip",
+    "value",
+    "apply",
+    "aggregate",
+    "secure_sum",
+    "Computation",
+    "computation",
+    "abstract_value",
+    "IterativeProcess",
+    "ExecutionStrategy",
+    "VmapStrategy",
+    "LoopStrategy",
+    "execution",
+    "current_strategy",
+    "register_strategy",
+]

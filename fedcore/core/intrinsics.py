@@ -1,0 +1,393 @@
+"""Federated intrinsics: the primitive operations on placed values.
+
+Each intrinsic checks the placement of its arguments when it is called (at
+trace time inside a computation, so before anything compiles) and raises
+`PlacementError` naming the expected and the actual federated type.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import PyTree
+
+from .execution import current_strategy
+from .placements import CLIENTS, SERVER, Placement
+from .types import PlacementError
+from .values import FederatedValue, is_placed, type_of
+
+__all__ = [
+    "broadcast",
+    "map",
+    "mean",
+    "sum",
+    "min",
+    "max",
+    "zip",
+    "value",
+    "apply",
+    "aggregate",
+    "secure_sum",
+]
+
+
+def _describe(x: Any) -> str:
+    if is_placed(x):
+        return str(x.type)
+    try:
+        from .types import format_structure
+
+        return f"{format_structure(type_of(x))} (unplaced)"
+    except Exception:  # noqa: BLE001
+        return f"{type(x).__name__} (unplaced)"
+
+
+def _expect(op: str, x: Any, expected: str, ok: bool) -> None:
+    if not ok:
+        raise PlacementError(f"{op} expects {expected}, got {_describe(x)}.")
+
+
+def _expect_server(op: str, x: Any, what: str = "T@SERVER") -> FederatedValue:
+    _expect(op, x, what, is_placed(x) and x.placement is SERVER)
+    return x
+
+
+def _expect_per_client(op: str, x: Any, what: str = "{T}@CLIENTS") -> FederatedValue:
+    _expect(op, x, what, is_placed(x) and x.placement is CLIENTS)
+    if not x.per_client:
+        raise PlacementError(
+            f"{op} expects {what} (one value per client), got the all-equal {x.type}; "
+            "it has no client axis to reduce."
+        )
+    _check_has_clients(op, x)
+    return x
+
+
+def _check_has_clients(op: str, x: FederatedValue) -> None:
+    n = x.num_clients
+    if n == 0:
+        raise ValueError(f"{op}: the CLIENTS value {x.type} has zero clients.")
+
+
+def _common_num_clients(op: str, values: list[FederatedValue]) -> int | None:
+    counts = {v.num_clients for v in values if v.per_client and v.num_clients is not None}
+    if len(counts) > 1:
+        detail = ", ".join(f"{v.type} with {v.num_clients} clients" for v in values if v.per_client)
+        raise ValueError(f"{op}: per-client arguments disagree on the number of clients: {detail}.")
+    if counts == {0}:
+        raise ValueError(f"{op}: per-client arguments have zero clients.")
+    return counts.pop() if counts else None
+
+
+def broadcast(x: FederatedValue) -> FederatedValue:
+    """`T@SERVER -> T@CLIENTS`: sends a server value to every client.
+
+    Nothing is copied per client: the result is all-equal, and a later
+    `fc.map` hands it to every client unbatched (`vmap` with `in_axes=None`).
+
+    ```python
+    >>> import fedcore as fc, jax.numpy as jnp
+    >>> fc.broadcast(fc.server_value(jnp.ones(3))).type
+    f32[3]@CLIENTS
+    ```
+    """
+    _expect_server("broadcast", x)
+    return FederatedValue(x.value, CLIENTS, True)
+
+
+def map(fn: Callable[..., PyTree], *args: FederatedValue) -> FederatedValue:  # noqa: A001
+    """`(T -> U, {T}@CLIENTS) -> {U}@CLIENTS`: applies `fn` on every client.
+
+    Arguments may be per-client or all-equal CLIENTS values; per-client ones
+    must agree on the number of clients. If every argument is all-equal, `fn`
+    runs once and the result is all-equal (`U@CLIENTS`). How the per-client
+    work runs is set by `fc.execution`.
+
+    ```python
+    >>> import fedcore as fc, jax.numpy as jnp
+    >>> x = fc.clients_value(jnp.arange(3.0))
+    >>> fc.map(lambda a: 2 * a, x).value
+    Array([0., 2., 4.], dtype=float32)
+    ```
+    """
+    if not callable(fn):
+        raise TypeError(f"map expects a function first, got {type(fn).__name__}.")
+    if not args:
+        raise TypeError("map needs at least one CLIENTS-placed argument.")
+    for i, a in enumerate(args):
+        _expect(f"map (argument {i})", a, "a CLIENTS value ({T}@CLIENTS or T@CLIENTS)",
+                is_placed(a) and a.placement is CLIENTS)
+    n = _common_num_clients("map", list(args))
+    if not builtins.any(a.per_client for a in args):
+        return FederatedValue(fn(*(a.value for a in args)), CLIENTS, True)
+    if n is None:
+        raise ValueError("map: the per-client arguments hold no arrays, so the number of clients is unknown.")
+    in_axes = [0 if a.per_client else None for a in args]
+    out = current_strategy().map(fn, [a.value for a in args], in_axes, n)
+    return FederatedValue(out, CLIENTS, False)
+
+
+_ZERO_WEIGHT = "mean: the total client weight is zero (or negative, or NaN); a weighted mean is undefined."
+
+
+def _positive_total(total: jax.Array) -> jax.Array:
+    return eqx.error_if(total, jnp.logical_not(total > 0), _ZERO_WEIGHT)
+
+
+def _float_dtype(dtype: Any) -> Any:
+    return dtype if jnp.issubdtype(dtype, jnp.inexact) else jnp.float32
+
+
+def mean(x: FederatedValue, weight: FederatedValue | None = None) -> FederatedValue:
+    """`({T}@CLIENTS, {f32}@CLIENTS) -> T@SERVER`: the (weighted) mean over clients.
+
+    `sum_i w_i x_i / sum_i w_i`, leaf by leaf; without `weight`, the plain
+    mean. A zero (or negative, or NaN) total weight raises an error at run
+    time instead of returning NaN. Integer members are averaged in float32.
+
+    ```python
+    >>> import fedcore as fc, jax.numpy as jnp
+    >>> x = fc.clients_value(jnp.array([1.0, 3.0]))
+    >>> w = fc.clients_value(jnp.array([3.0, 1.0]))
+    >>> float(fc.mean(x, w))
+    1.5
+    ```
+    """
+    _expect("mean", x, "{T}@CLIENTS", is_placed(x) and x.placement is CLIENTS)
+    if weight is not None:
+        _expect("mean (weight)", weight, "{f32}@CLIENTS", is_placed(weight) and weight.placement is CLIENTS)
+        leaves = jax.tree.leaves(weight.value)
+        shape_ok = len(leaves) == 1 and leaves[0].ndim == (1 if weight.per_client else 0)
+        if not shape_ok:
+            raise PlacementError(f"mean (weight) expects one scalar per client ({{f32}}@CLIENTS), got {weight.type}.")
+        _common_num_clients("mean", [x, weight])
+    if not x.per_client:
+        # Every client holds the same value: the mean is that value, whatever the weights.
+        if weight is not None:
+            w = leaves[0]
+            total = jnp.sum(w) if weight.per_client else w
+            member = eqx.error_if(x.value, jnp.logical_not(total > 0), _ZERO_WEIGHT)
+            return FederatedValue(member, SERVER, True)
+        return FederatedValue(x.value, SERVER, True)
+    _check_has_clients("mean", x)
+    strategy = current_strategy()
+    as_float = jax.tree.map(lambda a: a.astype(_float_dtype(a.dtype)), x.value)
+    if weight is None:
+        n = x.num_clients
+        total = strategy.sum(as_float)
+        return FederatedValue(jax.tree.map(lambda a: a / n, total), SERVER, True)
+    w = leaves[0]
+    if not weight.per_client:
+        w = jnp.broadcast_to(w, (x.num_clients,))
+    w = w.astype(jnp.result_type(w.dtype, jnp.float32))
+    total = _positive_total(strategy.sum(w))
+    weighted = strategy.weighted_sum(as_float, w)
+    return FederatedValue(jax.tree.map(lambda a: a / total.astype(a.dtype), weighted), SERVER, True)
+
+
+def sum(x: FederatedValue) -> FederatedValue:  # noqa: A001
+    """`{T}@CLIENTS -> T@SERVER`: the sum over clients.
+
+    ```python
+    >>> import fedcore as fc, jax.numpy as jnp
+    >>> float(fc.sum(fc.clients_value(jnp.array([1.0, 2.0, 3.0]))))
+    6.0
+    ```
+    """
+    _expect_per_client("sum", x)
+    return FederatedValue(current_strategy().sum(x.value), SERVER, True)
+
+
+def _reduce(op: str, x: FederatedValue, reducer: Callable) -> FederatedValue:
+    if is_placed(x) and x.placement is CLIENTS and x.all_equal:
+        return FederatedValue(x.value, SERVER, True)
+    _expect_per_client(op, x)
+    return FederatedValue(jax.tree.map(lambda a: reducer(a, axis=0), x.value), SERVER, True)
+
+
+def min(x: FederatedValue) -> FederatedValue:  # noqa: A001
+    """`{T}@CLIENTS -> T@SERVER`: the element-wise minimum over clients.
+
+    ```python
+    >>> import fedcore as fc, jax.numpy as jnp
+    >>> float(fc.min(fc.clients_value(jnp.array([2.0, -1.0]))))
+    -1.0
+    ```
+    """
+    return _reduce("min", x, jnp.min)
+
+
+def max(x: FederatedValue) -> FederatedValue:  # noqa: A001
+    """`{T}@CLIENTS -> T@SERVER`: the element-wise maximum over clients.
+
+    ```python
+    >>> import fedcore as fc, jax.numpy as jnp
+    >>> float(fc.max(fc.clients_value(jnp.array([2.0, -1.0]))))
+    2.0
+    ```
+    """
+    return _reduce("max", x, jnp.max)
+
+
+def zip(*values: FederatedValue, **named: FederatedValue) -> FederatedValue:  # noqa: A001
+    """`<{A}@P, {B}@P> -> {<A,B>}@P`: one placed value holding a structure.
+
+    Positional values zip into a tuple, keyword values into a dict. All must
+    share a placement; at CLIENTS, all-equal members are broadcast along the
+    clients axis when any member is per-client.
+
+    ```python
+    >>> import fedcore as fc, jax.numpy as jnp
+    >>> fc.zip(a=fc.server_value(jnp.ones(2)), b=fc.server_value(jnp.int32(0))).type
+    <a=f32[2],b=i32>@SERVER
+    ```
+    """
+    if values and named:
+        raise TypeError("zip takes either positional or keyword values, not both.")
+    items = list(values) if values else list(named.values())
+    if not items:
+        raise TypeError("zip needs at least one placed value.")
+    for i, v in enumerate(items):
+        _expect(f"zip (member {i})", v, "a placed value", is_placed(v))
+    placements = {v.placement for v in items}
+    if len(placements) != 1:
+        raise PlacementError(
+            "zip expects members with one placement, got " + ", ".join(str(v.type) for v in items) + "."
+        )
+    placement: Placement = placements.pop()
+    n = _common_num_clients("zip", items)
+    per_client = builtins.any(v.per_client for v in items)
+
+    def member(v: FederatedValue) -> PyTree:
+        if per_client and not v.per_client:
+            return jax.tree.map(lambda a: jnp.broadcast_to(a, (n, *jnp.shape(a))), v.value)
+        return v.value
+
+    if values:
+        structure: PyTree = tuple(member(v) for v in items)
+    else:
+        structure = {k: member(v) for k, v in named.items()}
+    return FederatedValue(structure, placement, not per_client)
+
+
+def value(x: PyTree, placement: Placement) -> FederatedValue:
+    """`T -> T@P`: places a constant (all-equal at CLIENTS).
+
+    ```python
+    >>> import fedcore as fc
+    >>> fc.value(1.0, fc.CLIENTS).type
+    f32@CLIENTS
+    ```
+    """
+    if is_placed(x):
+        raise PlacementError(f"value expects an unplaced constant, got {x.type}.")
+    if not isinstance(placement, Placement):
+        raise TypeError(f"value expects fc.SERVER or fc.CLIENTS as placement, got {placement!r}.")
+    return FederatedValue(jax.tree.map(jnp.asarray, x), placement, True)
+
+
+def apply(fn: Callable[..., PyTree], *args: FederatedValue) -> FederatedValue:
+    """`(T -> U, T@SERVER) -> U@SERVER`: runs a function at the server.
+
+    ```python
+    >>> import fedcore as fc, jax.numpy as jnp
+    >>> float(fc.apply(lambda a: a + 1, fc.server_value(jnp.float32(1))))
+    2.0
+    ```
+    """
+    if not args:
+        raise TypeError("apply needs at least one SERVER-placed argument.")
+    for i, a in enumerate(args):
+        _expect_server(f"apply (argument {i})", a)
+    return FederatedValue(fn(*(a.value for a in args)), SERVER, True)
+
+
+def aggregate(
+    x: FederatedValue,
+    zero: PyTree,
+    accumulate: Callable[[PyTree, PyTree], PyTree],
+    merge: Callable[[PyTree, PyTree], PyTree],
+    report: Callable[[PyTree], PyTree],
+) -> FederatedValue:
+    """`({T}@CLIENTS, A, (A,T)->A, (A,A)->A, A->R) -> R@SERVER`: TFF's general aggregation.
+
+    Every client's value is folded into a copy of `zero` with `accumulate`;
+    partial accumulators are combined with `merge` (which must be associative,
+    with `zero` as identity); `report` turns the final accumulator into the
+    result. `zero` may be unplaced or SERVER-placed. The loop strategy folds
+    clients in order with `accumulate` alone; vectorised strategies accumulate
+    every client in parallel and merge the partials in a balanced tree, so
+    both orders must agree (as they do for sums, counts, min/max ...).
+
+    ```python
+    >>> import fedcore as fc, jax.numpy as jnp
+    >>> x = fc.clients_value(jnp.array([1.0, 2.0, 3.0]))
+    >>> r = fc.aggregate(x, (0.0, 0), lambda a, v: (a[0] + v, a[1] + 1),
+    ...                  lambda a, b: (a[0] + b[0], a[1] + b[1]), lambda a: a[0] / a[1])
+    >>> float(r)
+    2.0
+    ```
+    """
+    _expect_per_client("aggregate", x)
+    if is_placed(zero):
+        _expect_server("aggregate (zero)", zero, "an unplaced or SERVER-placed zero")
+        zero = zero.value
+    zero = jax.tree.map(jnp.asarray, zero)
+    strategy = current_strategy()
+    if not strategy.jit:
+        acc = zero
+        for i in range(x.num_clients):
+            acc = accumulate(acc, jax.tree.map(lambda a, i=i: a[i], x.value))
+        return FederatedValue(report(acc), SERVER, True)
+    partials = strategy.map(lambda v: accumulate(zero, v), [x.value], [0], x.num_clients)
+    n = x.num_clients
+    while n > 1:
+        half = n // 2
+        left = jax.tree.map(lambda a: a[:half], partials)
+        right = jax.tree.map(lambda a: a[half : 2 * half], partials)
+        merged = jax.vmap(merge)(left, right)
+        if n % 2:
+            tail = jax.tree.map(lambda a: a[2 * half :], partials)
+            merged = jax.tree.map(lambda m, t: jnp.concatenate([m, t]), merged, tail)
+        partials = merged
+        n = half + n % 2
+    acc = jax.tree.map(lambda a: a[0], partials)
+    return FederatedValue(report(acc), SERVER, True)
+
+
+def secure_sum(x: FederatedValue, bitwidth: int) -> FederatedValue:
+    """`({int}@CLIENTS, b) -> int@SERVER`: the sum over clients modulo `2**bitwidth` (simulated).
+
+    Models TFF's `federated_secure_sum_bitwidth`: each client's integers are
+    taken modulo `2**bitwidth` and the server learns only the sum modulo
+    `2**bitwidth`, element-wise, returned as a value in `[0, 2**bitwidth)`.
+    No cryptography is run: this simulates the result, not the protocol.
+    `bitwidth` is 1..32; for 32 the result is uint32, else the input dtype.
+
+    ```python
+    >>> import fedcore as fc, jax.numpy as jnp
+    >>> int(fc.secure_sum(fc.clients_value(jnp.array([7, 6], jnp.int32)), bitwidth=3))
+    5
+    ```
+    """
+    _expect_per_client("secure_sum", x, "{int}@CLIENTS")
+    if not isinstance(bitwidth, (int, np.integer)) or not 1 <= bitwidth <= 32:
+        raise ValueError(f"secure_sum: bitwidth must be an integer in 1..32, got {bitwidth!r}.")
+    for leaf in jax.tree.leaves(x.value):
+        if not jnp.issubdtype(leaf.dtype, jnp.integer):
+            raise TypeError(f"secure_sum expects integer members, got {x.type}.")
+    mask = np.uint32((1 << bitwidth) - 1) if bitwidth < 32 else np.uint32(0xFFFFFFFF)
+
+    def modular_sum(a):
+        # uint32 addition wraps modulo 2**32, a multiple of 2**bitwidth: the
+        # masked wrapped sum is the exact sum modulo 2**bitwidth.
+        total = jnp.sum(a.astype(jnp.uint32), axis=0, dtype=jnp.uint32) & mask
+        return total if bitwidth == 32 else total.astype(a.dtype)
+
+    return FederatedValue(jax.tree.map(modular_sum, x.value), SERVER, True)

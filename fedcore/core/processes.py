@@ -1,0 +1,67 @@
+"""Iterative processes: `initialize() -> state`, `next(state, data) -> (state, metrics)`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .computations import Computation
+from .types import same_type
+from .values import type_of
+
+__all__ = ["IterativeProcess"]
+
+
+def _as_computation(fn: Callable[..., Any]) -> Computation:
+    return fn if isinstance(fn, Computation) else Computation(fn)
+
+
+class IterativeProcess:
+    """A pair of computations: `initialize() -> S` and `next(S, ...) -> (S, M)`.
+
+    `next` must return a state of exactly the type it was given (checked on
+    every call, a cheap comparison of shapes and placements), so a process can
+    run for any number of rounds.
+
+    ```python
+    >>> import fedcore as fc, jax.numpy as jnp
+    >>> p = fc.IterativeProcess(
+    ...     initialize=lambda: fc.server_value(jnp.float32(0)),
+    ...     next=lambda s, x: (fc.apply(lambda a, b: a + b, s, fc.sum(x)), fc.sum(x)))
+    >>> s = p.initialize()
+    >>> s, m = p.next(s, fc.clients_value(jnp.ones(3)))
+    >>> float(s)
+    3.0
+    ```
+    """
+
+    def __init__(self, initialize: Callable[[], Any], next: Callable[..., tuple[Any, Any]]):  # noqa: A002
+        self.initialize_fn = _as_computation(initialize)
+        self.next_fn = _as_computation(next)
+
+    def initialize(self) -> Any:
+        """Returns the initial state."""
+        return self.initialize_fn()
+
+    def next(self, state: Any, *args: Any) -> tuple[Any, Any]:
+        """Runs one round: returns `(new_state, metrics)`."""
+        out = self.next_fn(state, *args)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError(
+                f"IterativeProcess.next must return (state, metrics); got {type(out).__name__}."
+            )
+        new_state, metrics = out
+        before, after = type_of(state), type_of(new_state)
+        if not same_type(before, after):
+            raise TypeError(
+                f"IterativeProcess.next changed the state type: it was given {before} "
+                f"and returned {after}; a process's state type must stay fixed."
+            )
+        return new_state, metrics
+
+    @property
+    def state_type(self) -> Any:
+        """The type of the state (traced from `initialize`, nothing is run)."""
+        import equinox as eqx
+
+        return type_of(eqx.filter_eval_shape(self.initialize_fn.fn))
