@@ -368,7 +368,8 @@ def secure_sum(x: FederatedValue, bitwidth: int) -> FederatedValue:
     taken modulo `2**bitwidth` and the server learns only the sum modulo
     `2**bitwidth`, element-wise, returned as a value in `[0, 2**bitwidth)`.
     No cryptography is run: this simulates the result, not the protocol.
-    `bitwidth` is 1..32; for 32 the result is uint32, else the input dtype.
+    `bitwidth` is 1..32; the result has the input dtype if that holds
+    `[0, 2**bitwidth)` (e.g. int32 up to 31 bits), else uint32.
 
     ```python
     >>> import fedcore as fc, jax.numpy as jnp
@@ -388,6 +389,8 @@ def secure_sum(x: FederatedValue, bitwidth: int) -> FederatedValue:
         # uint32 addition wraps modulo 2**32, a multiple of 2**bitwidth: the
         # masked wrapped sum is the exact sum modulo 2**bitwidth.
         total = jnp.sum(a.astype(jnp.uint32), axis=0, dtype=jnp.uint32) & mask
-        return total if bitwidth == 32 else total.astype(a.dtype)
+        # Keep the input dtype only if it holds every result in [0, 2**bitwidth).
+        fits = int(jnp.iinfo(a.dtype).max) >= (1 << bitwidth) - 1
+        return total.astype(a.dtype) if fits else total
 
     return FederatedValue(jax.tree.map(modular_sum, x.value), SERVER, True)
