@@ -1,6 +1,7 @@
 """The federated core: placements, federated types, placed values, intrinsics,
 computations, iterative processes and execution strategies."""
 
+from .batches import ClientBatches
 from .computations import Computation, abstract_value, computation
 from .execution import (
     ExecutionStrategy,
@@ -10,13 +11,14 @@ from .execution import (
     execution,
     register_strategy,
 )
-from .intrinsics import aggregate, apply, broadcast, map, max, mean, min, secure_sum, sum, value, zip
+from .intrinsics import aggregate, collect, apply, broadcast, map, max, mean, min, secure_sum, sum, value, zip
 from .placements import CLIENTS, SERVER, Placement
 from .processes import IterativeProcess
 from .types import FederatedType, FunctionType, PlacementError, TensorType, same_type
 from .values import FederatedValue, clients_value, is_placed, server_value, type_of
 
 __all__ = [
+    "ClientBatches",
     "CLIENTS",
     "SERVER",
     "Placement",
@@ -41,6 +43,7 @@ __all__ = [
     "apply",
     "aggregate",
     "secure_sum",
+    "collect",
     "Computation",
     "computation",
     "abstract_value",

@@ -34,6 +34,7 @@ __all__ = [
     "apply",
     "aggregate",
     "secure_sum",
+    "collect",
 ]
 
 
@@ -394,3 +395,19 @@ def secure_sum(x: FederatedValue, bitwidth: int) -> FederatedValue:
         return total.astype(a.dtype) if fits else total
 
     return FederatedValue(jax.tree.map(modular_sum, x.value), SERVER, True)
+
+
+def collect(x: FederatedValue) -> FederatedValue:
+    """`{T}@CLIENTS -> T[n]@SERVER`: every client's value, stacked at the server (TFF's `federated_collect`).
+
+    Use it where the server must see individual client results, e.g. to
+    store per-client state indexed by client id (SCAFFOLD's control variates).
+
+    ```python
+    >>> import fedcore as fc, jax.numpy as jnp
+    >>> fc.collect(fc.clients_value(jnp.ones((3, 2)))).type
+    f32[3,2]@SERVER
+    ```
+    """
+    _expect_per_client("collect", x)
+    return FederatedValue(x.value, SERVER, True)

@@ -89,13 +89,19 @@ class FederatedValue(eqx.Module):
     def __getitem__(self, key: Any) -> "FederatedValue":
         return FederatedValue(self.value[key], self.placement, self.all_equal)
 
-    def __float__(self) -> float:
+    def _single(self, what: str) -> Any:
         if self.per_client:
             raise PlacementError(
-                f"float() needs a single value; got the per-client value {self.type}. "
+                f"{what}() needs a single value; got the per-client value {self.type}. "
                 "Reduce it first (fc.mean, fc.sum, ...)."
             )
-        return float(self.value)
+        return self.value
+
+    def __float__(self) -> float:
+        return float(self._single("float"))
+
+    def __int__(self) -> int:
+        return int(self._single("int"))
 
     def __array__(self, dtype=None, copy=None):
         return np.asarray(self.value, dtype=dtype)

@@ -1,0 +1,138 @@
+"""What every learning algorithm shares: server state, the learning process, client weighting."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, Int, PyTree
+
+import fedcore.core as fc
+
+from ...core.batches import ClientBatches
+from .. import metrics as _metrics
+from ..models import Model
+
+__all__ = ["ServerState", "LearningProcess", "ClientWeighting", "place_client_data", "client_weight", "train_metrics"]
+
+
+class ServerState(eqx.Module):
+    """The server's state: global model parameters, server optimizer state, round number, and algorithm extras."""
+
+    params: PyTree
+    opt_state: PyTree
+    round_num: Int[Array, ""]
+    extra: PyTree = ()
+
+
+class ClientWeighting(enum.Enum):
+    """How client updates are weighted in the server's mean."""
+
+    NUM_EXAMPLES = "num_examples"
+    UNIFORM = "uniform"
+
+
+def client_weight(weighting: ClientWeighting | Callable[[Any], Array], result: Any) -> Array:
+    """A client's weight from its local result (`num_examples`, 1, or a user function of the result)."""
+    if weighting is ClientWeighting.NUM_EXAMPLES:
+        return result.num_examples.astype(jnp.float32)
+    if weighting is ClientWeighting.UNIFORM:
+        return jnp.float32(1.0)
+    if callable(weighting):
+        return jnp.asarray(weighting(result), jnp.float32)
+    raise ValueError(f"client_weighting must be a ClientWeighting or a callable, got {weighting!r}.")
+
+
+def place_client_data(data: Any) -> fc.FederatedValue:
+    """Accepts `ClientBatches`, their materialized dict, or a placed value; returns `{ClientBatches}@CLIENTS`."""
+    if fc.is_placed(data):
+        if not data.per_client:
+            raise fc.PlacementError(f"Client data must be per-client ({{ClientBatches}}@CLIENTS), got {data.type}.")
+        if not isinstance(data.value, ClientBatches):
+            return fc.clients_value(ClientBatches.from_materialized(data.value))
+        return data
+    if isinstance(data, dict):
+        data = ClientBatches.from_materialized(data)
+    if not isinstance(data, ClientBatches):
+        raise TypeError(
+            "Client data must be fedcore.data.batch_clients(...) output (ClientBatches), a dict "
+            f"{{'x': [C,S,B,...], 'y': ..., 'mask': [C,S,B]}}, or a CLIENTS-placed value; got {type(data).__name__}."
+        )
+    return fc.clients_value(data)
+
+
+def train_metrics(model: Model, summed_states: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """TFF's metrics layout: `{"client_work": {"train": ...}, "train": ...}` (the short alias)."""
+    train = _metrics.report_all(model.metrics, summed_states)
+    out: dict[str, Any] = {"client_work": {"train": train}, "train": train}
+    if extra:
+        out.update(extra)
+    return out
+
+
+def server_step(optimizer: optax.GradientTransformation, state: ServerState, delta: PyTree) -> ServerState:
+    """Applies the server optimizer to the negated mean delta (a pseudo-gradient), as TFF does."""
+    pseudo_grad = jax.tree.map(jnp.negative, delta)
+    updates, opt_state = optimizer.update(pseudo_grad, state.opt_state, state.params)
+    return ServerState(optax.apply_updates(state.params, updates), opt_state, state.round_num + 1, state.extra)
+
+
+def check_finite(policy: str, delta: PyTree, weight: Array) -> tuple[PyTree, Array, Array]:
+    """Per client: returns `(delta, weight, non_finite)`; with `policy="drop"`, a non-finite delta gets weight 0."""
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(delta)]))
+    if policy == "drop":
+        delta = jax.tree.map(lambda x: jnp.where(finite, x, 0), delta)
+        weight = jnp.where(finite, weight, 0.0)
+    return delta, weight, jnp.logical_not(finite).astype(jnp.int32)
+
+
+def raise_if_non_finite(policy: str, params: PyTree, num_non_finite: Array) -> PyTree:
+    """With `policy="raise"`, a run-time error if any client's update was NaN or Inf."""
+    if policy != "raise":
+        return params
+    return eqx.error_if(
+        params,
+        num_non_finite > 0,
+        "A client's model update is not finite (NaN or Inf): the client learning rate may be too high. "
+        "Lower it, or build the algorithm with non_finite='drop' to give such updates weight 0 (TFF's behaviour).",
+    )
+
+
+NON_FINITE_POLICIES = ("raise", "drop")
+
+
+def check_policy(non_finite: str) -> None:
+    if non_finite not in NON_FINITE_POLICIES:
+        raise ValueError(f"non_finite must be one of {NON_FINITE_POLICIES}, got {non_finite!r}.")
+
+
+class LearningProcess(fc.IterativeProcess):
+    """An `fc.IterativeProcess` for learning: `next` also accepts unplaced client batches.
+
+    ```python
+    >>> # state = process.initialize(); state, metrics = process.next(state, batches)
+    ```
+    """
+
+    def __init__(self, initialize: Callable[[], Any], next: Callable[..., Any], model: Model):  # noqa: A002
+        super().__init__(initialize, next)
+        self.model = model
+
+    def next(self, state: Any, data: Any, *args: Any) -> tuple[Any, Any]:
+        return super().next(state, place_client_data(data), *args)
+
+    def get_model_weights(self, state: fc.FederatedValue) -> PyTree:
+        """The global model's trainable parameters (unplaced)."""
+        return state.value.params
+
+    def set_model_weights(self, state: fc.FederatedValue, params: PyTree) -> fc.FederatedValue:
+        """A state with the global model's parameters replaced (same structure required)."""
+        old = state.value.params
+        if not fc.same_type(fc.type_of(old), fc.type_of(params)):
+            raise TypeError(f"New weights {fc.type_of(params)} do not match the model's {fc.type_of(old)}.")
+        return fc.server_value(eqx.tree_at(lambda s: s.params, state.value, params))

@@ -1,0 +1,132 @@
+"""SCAFFOLD (Karimireddy et al. 2020): FedAvg with control variates against client drift."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array
+
+import fedcore.core as fc
+
+from ..client_work import local_training
+from ..models import Model
+from .process import (
+    ClientWeighting,
+    LearningProcess,
+    ServerState,
+    check_finite,
+    check_policy,
+    client_weight,
+    raise_if_non_finite,
+    server_step,
+    train_metrics,
+)
+
+__all__ = ["build_scaffold"]
+
+
+def build_scaffold(
+    model: Model,
+    client_learning_rate: float,
+    num_clients: int,
+    server_optimizer: optax.GradientTransformation = optax.sgd(1.0),
+    client_weighting: ClientWeighting | Callable[[Any], Array] = ClientWeighting.UNIFORM,
+    *,
+    non_finite: str = "raise",
+) -> LearningProcess:
+    """SCAFFOLD with option-II control variates.
+
+    The server state keeps the global control `c` and one control `c_i` per
+    client of the whole population (`num_clients` rows, indexed by client id;
+    `state.value.extra["client_controls"]`). Clients run SGD on
+    `grad + c - c_i`; after `K` local steps a client's new control is
+    `c_i - c + (x - y_i) / (K * lr)`. The server moves the model by the mean
+    delta and `c` by `sum(c_i+ - c_i) / num_clients`.
+
+    `process.next(state, batches, client_ids)` takes the ids (ints in
+    `[0, num_clients)`) of the round's clients, in the order of `batches`.
+
+    ```python
+    >>> from fedcore.learning import models, build_scaffold
+    >>> process = build_scaffold(models.linear(), client_learning_rate=0.1, num_clients=100)
+    ```
+    """
+    check_policy(non_finite)
+    if client_learning_rate <= 0:
+        raise ValueError(f"client_learning_rate must be > 0, got {client_learning_rate}.")
+    if num_clients < 1:
+        raise ValueError(f"num_clients (the population size) must be >= 1, got {num_clients}.")
+    client_optimizer = optax.sgd(client_learning_rate)
+
+    @fc.computation
+    def initialize():
+        params = model.initial_params
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        table = jax.tree.map(lambda p: jnp.zeros((num_clients, *p.shape), p.dtype), params)
+        extra = {"control": zeros, "client_controls": table}
+        return fc.server_value(ServerState(params, server_optimizer.init(params), jnp.int32(0), extra))
+
+    def client_update(global_params, control, table, client, client_id):
+        own = jax.tree.map(lambda t: t[client_id], table)
+        correction = jax.tree.map(jnp.subtract, control, own)
+        result = local_training(model, client_optimizer, global_params, client, grad_correction=correction)
+        delta = jax.tree.map(jnp.subtract, result.params, global_params)
+        steps = result.num_steps.astype(jnp.float32)
+        scale = jnp.where(steps > 0, 1.0 / (jnp.maximum(steps, 1.0) * client_learning_rate), 0.0)
+        new_own = jax.tree.map(
+            lambda ci, c, d: jnp.where(steps > 0, ci - c - d * scale, ci), own, control, delta
+        )
+        delta, weight, bad = check_finite(non_finite, delta, client_weight(client_weighting, result))
+        return {
+            "delta": delta,
+            "weight": weight,
+            "control_delta": jax.tree.map(jnp.subtract, new_own, own),
+            "new_control": new_own,
+            "metrics": result.metric_states,
+            "non_finite": bad,
+        }
+
+    def server_update(state, mean_delta, control_delta_sum, ids, new_controls, bad):
+        new = server_step(server_optimizer, state, mean_delta)
+        control = jax.tree.map(lambda c, d: c + d / num_clients, state.extra["control"], control_delta_sum)
+        table = jax.tree.map(lambda t, n: t.at[ids].set(n), state.extra["client_controls"], new_controls)
+        new = ServerState(new.params, new.opt_state, new.round_num, {"control": control, "client_controls": table})
+        return raise_if_non_finite(non_finite, new, bad)
+
+    @fc.computation
+    def next(state, client_data, client_ids):  # noqa: A001
+        if not fc.is_placed(client_ids):
+            client_ids = fc.clients_value(jnp.asarray(client_ids, jnp.int32))
+        ids_ok = fc.apply(lambda i: i, fc.max(client_ids))
+        params = fc.apply(lambda s: s.params, state)
+        control = fc.apply(lambda s: s.extra["control"], state)
+        table = fc.apply(
+            lambda s, top: jax.tree.map(
+                lambda t: eqx.error_if(t, top >= num_clients, "SCAFFOLD: a client id is >= num_clients."),
+                s.extra["client_controls"],
+            ),
+            state,
+            ids_ok,
+        )
+        out = fc.map(client_update, fc.broadcast(params), fc.broadcast(control), fc.broadcast(table), client_data, client_ids)
+        bad = fc.sum(out["non_finite"])
+        new_state = fc.apply(
+            server_update,
+            state,
+            fc.mean(out["delta"], out["weight"]),
+            fc.sum(out["control_delta"]),
+            fc.collect(client_ids),
+            fc.collect(out["new_control"]),
+            bad,
+        )
+        metrics = fc.apply(
+            lambda m, b: train_metrics(model, m, {"num_non_finite_updates": b}), fc.sum(out["metrics"]), bad
+        )
+        return new_state, metrics
+
+    return LearningProcess(initialize, next, model)
