@@ -131,7 +131,7 @@ def assert_federated_close(
             diff = float(np.max(np.abs(a64 - e64)[~ok]))
             raise AssertionError(
                 f"{law}: leaf {jax.tree_util.keystr(path) or '<root>'} differs at index {where}: "
-                f"got {a64[where]!r}, expected {e64[where]!r} (max |difference| {diff:.3g}; "
+                f"got {a[where].item()!r}, expected {e[where].item()!r} (max |difference| {diff:.3g}; "
                 f"allowed atol={atol:.3g} + rtol={rtol:.3g} * |expected|)."
             )
 
