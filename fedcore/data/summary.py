@@ -135,7 +135,7 @@ class DataSummary:
             left += counts[:, c]
         ax.set_yticks(rows)
         ax.set_yticklabels(self.client_ids[:k], fontsize=6 if k > 30 else 8)
-        ax.invert_yaxis()
+        ax.set_ylim(k - 0.5, -0.5)
         ax.set_xlabel("examples per client (coloured by label)")
         ax.set_ylabel("client")
         shown = "" if k == self.num_clients else f" (first {k} of {self.num_clients})"
