@@ -84,7 +84,7 @@ def format_structure(tree: Any) -> str:
     if isinstance(tree, TensorType):
         return str(tree)
     if isinstance(tree, dict):
-        items = ",".join(f"{k}={format_structure(v)}" for k, v in tree.items())
+        items = ",".join(f"{k}={format_structure(v)}" for k, v in _sorted_items(tree))
         return f"<{items}>"
     if isinstance(tree, tuple) and hasattr(tree, "_fields"):
         items = ",".join(f"{k}={format_structure(v)}" for k, v in zip(tree._fields, tree))
@@ -102,6 +102,15 @@ def format_structure(tree: Any) -> str:
         f"{jax.tree_util.keystr(path).lstrip('.')}={leaf}" for path, leaf in children
     )
     return f"{type(tree).__name__}<{items}>"
+
+
+def _sorted_items(d: dict) -> list[tuple[Any, Any]]:
+    # JAX flattens dicts in sorted key order; print in that order too, so equal
+    # types (compared by flattening) print, and hash, the same.
+    try:
+        return sorted(d.items(), key=lambda kv: kv[0])
+    except TypeError:
+        return list(d.items())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +191,7 @@ def _format_any(t: Any) -> str:
     if isinstance(t, (TensorType,)):
         return str(t)
     if isinstance(t, dict):
-        return "<" + ",".join(f"{k}={_format_any(v)}" for k, v in t.items()) + ">"
+        return "<" + ",".join(f"{k}={_format_any(v)}" for k, v in _sorted_items(t)) + ">"
     if isinstance(t, (list, tuple)):
         return "<" + ",".join(_format_any(v) for v in t) + ">"
     leaves = jax.tree_util.tree_leaves(t, is_leaf=is_leaf)
