@@ -219,7 +219,10 @@ def by_key(
     keys = np.asarray(keys)
     if keys.ndim != 1 or keys.shape[0] != x.shape[0]:
         raise ValueError(f"keys must have shape ({x.shape[0]},), one per example; got {list(keys.shape)}.")
-    uniq, inverse = np.unique(keys, return_inverse=True)
+    try:
+        uniq, inverse = np.unique(keys, return_inverse=True)
+    except TypeError as e:
+        raise TypeError(f"by_key needs keys of one sortable type (e.g. all str or all int): {e}") from e
     ids = [str(k) for k in uniq]
     if len(set(ids)) != len(ids):
         raise ValueError("Distinct keys map to the same client id string; use keys whose str() differ.")

@@ -62,9 +62,9 @@ def _check_round(round_num: Any) -> int:
     return int(round_num)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _choice(key: PRNGKeyArray, n: int, k: int) -> jax.Array:
-    return jax.random.choice(key, n, shape=(k,), replace=False)
+@functools.partial(jax.jit, static_argnums=1)
+def _permutation(key: PRNGKeyArray, n: int) -> jax.Array:
+    return jax.random.permutation(key, n)
 
 
 def sample_clients(client_ids: Sequence[T], k: int, key: PRNGKeyArray) -> list[T]:
@@ -80,7 +80,7 @@ def sample_clients(client_ids: Sequence[T], k: int, key: PRNGKeyArray) -> list[T
     if len(set(ids)) != len(ids):
         raise ValueError("sample_clients got duplicate client ids; the population must list each client once.")
     k = _check_k(k, len(ids))
-    idx = np.asarray(_choice(key, len(ids), k))
+    idx = np.asarray(_permutation(key, len(ids)))[:k]  # the first k of a uniform random permutation
     return [ids[i] for i in idx]
 
 
