@@ -15,6 +15,28 @@ from .algorithms import (
 from .client_work import LocalResult, local_evaluation, local_gradient, local_training
 from .metrics import Metric
 from .models import Model, from_equinox
+from .checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointManager,
+    CorruptCheckpointError,
+    IncompatibleCheckpointError,
+    load_checkpoint,
+    read_checkpoint_header,
+    save_checkpoint,
+    state_fingerprint,
+)
+from .training import (
+    Callback,
+    JsonlLogger,
+    ProgressBar,
+    RoundRecord,
+    TrainResult,
+    plot_curves,
+    read_metrics,
+    scalar_metrics,
+    train,
+)
 
 NUM_EXAMPLES = ClientWeighting.NUM_EXAMPLES
 UNIFORM = ClientWeighting.UNIFORM
@@ -41,4 +63,22 @@ __all__ = [
     "local_training",
     "local_evaluation",
     "local_gradient",
+    "train",
+    "TrainResult",
+    "RoundRecord",
+    "Callback",
+    "ProgressBar",
+    "JsonlLogger",
+    "scalar_metrics",
+    "read_metrics",
+    "plot_curves",
+    "Checkpoint",
+    "CheckpointManager",
+    "CheckpointError",
+    "CorruptCheckpointError",
+    "IncompatibleCheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint_header",
+    "state_fingerprint",
 ]
