@@ -123,7 +123,7 @@ class DataSummary:
             raise ValueError(f"max_clients must be at least 1, got {max_clients}.")
         k = min(self.num_clients, max_clients)
         counts = self.label_counts[:k]
-        fig = Figure(figsize=(8, max(2.5, 0.18 * k + 1.2)), dpi=110)
+        fig = Figure(figsize=(8.5, max(2.5, 0.18 * k + 1.2)), dpi=110)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
         cmap = mpl.colormaps["tab10" if self.num_classes <= 10 else "tab20" if self.num_classes <= 20 else "viridis"]
@@ -141,7 +141,7 @@ class DataSummary:
         shown = "" if k == self.num_clients else f" (first {k} of {self.num_clients})"
         ax.set_title(title or f"Label skew across clients{shown}")
         if self.num_classes <= 20:
-            ax.legend(title="label", fontsize=7, title_fontsize=8, loc="lower right", ncol=2)
+            ax.legend(title="label", fontsize=7, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         out = os.fspath(path)
         fig.savefig(out)
