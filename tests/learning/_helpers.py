@@ -8,6 +8,8 @@ shapes do not) so that one compiled program serves every example.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 
 import equinox as eqx
@@ -129,3 +131,30 @@ def learnable_clients(num_clients: int = 4, examples: int = 24, seed: int = 0) -
         x = rng.normal(size=(examples, FEATURES)).astype(np.float32)
         clients.append({"x": x, "y": np.argmax(x @ truth, axis=1).astype(np.int32)})
     return clients
+
+
+class CompileCounter(logging.Handler):
+    """Counts XLA compilations of federated computations (`jax_log_compiles` records of `jit(_record)`)."""
+
+    def __init__(self):
+        super().__init__(level=logging.DEBUG)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("Compiling jit(_record)"):
+            self.count += 1
+
+
+@contextlib.contextmanager
+def count_compiles():
+    """`with count_compiles() as c: ...` then `c.count` is the number of computations compiled inside."""
+    counter = CompileCounter()
+    logger = logging.getLogger("jax")
+    previous = jax.config.jax_log_compiles
+    logger.addHandler(counter)
+    jax.config.update("jax_log_compiles", True)
+    try:
+        yield counter
+    finally:
+        jax.config.update("jax_log_compiles", previous)
+        logger.removeHandler(counter)

@@ -8,6 +8,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jaxtyping import Array
 
@@ -98,20 +99,27 @@ def build_scaffold(
         new = ServerState(new.params, new.opt_state, new.round_num, {"control": control, "client_controls": table})
         return raise_if_non_finite(non_finite, new, bad)
 
+    def _ids_bad(ids):
+        # Negative ids would wrap around and repeated ids would race in the table update.
+        ordered = jnp.sort(ids)
+        return (ordered[0] < 0) | (ordered[-1] >= num_clients) | jnp.any(ordered[1:] == ordered[:-1])
+
     @fc.computation
     def next(state, client_data, client_ids):  # noqa: A001
         if not fc.is_placed(client_ids):
             client_ids = fc.clients_value(jnp.asarray(client_ids, jnp.int32))
-        ids_ok = fc.apply(lambda i: i, fc.max(client_ids))
+        ids_bad = fc.apply(_ids_bad, fc.collect(client_ids))
         params = fc.apply(lambda s: s.params, state)
         control = fc.apply(lambda s: s.extra["control"], state)
         table = fc.apply(
-            lambda s, top: jax.tree.map(
-                lambda t: eqx.error_if(t, top >= num_clients, "SCAFFOLD: a client id is >= num_clients."),
+            lambda s, bad: jax.tree.map(
+                lambda t: eqx.error_if(
+                    t, bad, f"SCAFFOLD: client ids must be distinct and in [0, num_clients) = [0, {num_clients})."
+                ),
                 s.extra["client_controls"],
             ),
             state,
-            ids_ok,
+            ids_bad,
         )
         out = fc.map(client_update, fc.broadcast(params), fc.broadcast(control), fc.broadcast(table), client_data, client_ids)
         bad = fc.sum(out["non_finite"])
@@ -129,4 +137,28 @@ def build_scaffold(
         )
         return new_state, metrics
 
-    return LearningProcess(initialize, next, model)
+    return _ScaffoldProcess(initialize, next, model, num_clients)
+
+
+class _ScaffoldProcess(LearningProcess):
+    """Places `client_ids` as an int32 array, so that every round reuses one compiled program
+    (a Python list would be static under `jit` and recompile for each new list), and checks
+    concrete ids at once."""
+
+    def __init__(self, initialize: Any, next: Any, model: Model, num_clients: int):  # noqa: A002
+        super().__init__(initialize, next, model)
+        self.num_clients = num_clients
+
+    def next(self, state: Any, data: Any, client_ids: Any) -> tuple[Any, Any]:  # type: ignore[override]
+        if not fc.is_placed(client_ids):
+            if not isinstance(client_ids, jax.core.Tracer):
+                ids = np.asarray(client_ids)
+                if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+                    raise TypeError(f"SCAFFOLD: client_ids must be a 1-D sequence of ints, got {ids.dtype} {ids.shape}.")
+                if ids.size and (ids.min() < 0 or ids.max() >= self.num_clients or np.unique(ids).size != ids.size):
+                    raise ValueError(
+                        "SCAFFOLD: client ids must be distinct and in [0, num_clients) = "
+                        f"[0, {self.num_clients}), got {ids.tolist()}."
+                    )
+            client_ids = fc.clients_value(jnp.asarray(client_ids, jnp.int32))
+        return super().next(state, data, client_ids)
