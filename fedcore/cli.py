@@ -31,7 +31,7 @@ ALGORITHMS = ("fedavg", "fedsgd", "fedprox", "fedadam", "fedyogi", "scaffold")
 MODELS = ("linear", "mlp", "cnn")
 DATASETS = ("mnist5k", "emnist", "synthetic")
 EXECUTIONS = ("vmap", "loop", "chunked", "sharded")
-SERVER_LR_DEFAULTS = {"fedavg": 1.0, "fedprox": 1.0, "scaffold": 1.0, "fedsgd": 0.1, "fedadam": 0.01, "fedyogi": 0.01}
+SERVER_LR_DEFAULTS = {"fedavg": 1.0, "fedprox": 1.0, "scaffold": 1.0, "fedsgd": 0.5, "fedadam": 0.01, "fedyogi": 0.01}
 
 
 class ConfigError(ValueError):
@@ -60,7 +60,7 @@ class TrainConfig:
     batch_size: int = _field(20, "client batch size")
     client_lr: float = _field(0.1, "client SGD learning rate (not used by fedsgd)")
     server_lr: float | None = _field(
-        None, "server learning rate; by algorithm: 1.0 fedavg/fedprox/scaffold, 0.1 fedsgd, 0.01 fedadam/fedyogi"
+        None, "server learning rate; by algorithm: 1.0 fedavg/fedprox/scaffold, 0.5 fedsgd, 0.01 fedadam/fedyogi"
     )
     mu: float = _field(0.01, "FedProx proximal strength mu (fedprox only)")
     seed: int = _field(0, "seed of the data partition, client sampling, shuffling and model init")
