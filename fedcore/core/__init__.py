@@ -2,6 +2,7 @@
 computations, iterative processes and execution strategies."""
 
 from .batches import ClientBatches
+from .chunked import ChunkedStrategy, DeferredMap
 from .computations import Computation, abstract_value, computation
 from .execution import (
     ExecutionStrategy,
@@ -14,6 +15,7 @@ from .execution import (
 from .intrinsics import aggregate, collect, apply, broadcast, map, max, mean, min, secure_sum, sum, value, zip
 from .placements import CLIENTS, SERVER, Placement
 from .processes import IterativeProcess
+from .sharded import ShardedStrategy
 from .types import FederatedType, FunctionType, PlacementError, TensorType, same_type
 from .values import FederatedValue, clients_value, is_placed, server_value, type_of
 
@@ -51,6 +53,9 @@ __all__ = [
     "ExecutionStrategy",
     "VmapStrategy",
     "LoopStrategy",
+    "ChunkedStrategy",
+    "ShardedStrategy",
+    "DeferredMap",
     "execution",
     "current_strategy",
     "register_strategy",

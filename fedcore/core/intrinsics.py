@@ -17,9 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PyTree
 
+from .chunked import DeferredMap, materialize
 from .execution import current_strategy
 from .placements import CLIENTS, SERVER, Placement
-from .types import PlacementError
+from .types import PlacementError, TensorType
 from .values import FederatedValue, is_placed, type_of
 
 __all__ = [
@@ -163,27 +164,29 @@ def mean(x: FederatedValue, weight: FederatedValue | None = None) -> FederatedVa
     _expect("mean", x, "{T}@CLIENTS", is_placed(x) and x.placement is CLIENTS)
     if weight is not None:
         _expect("mean (weight)", weight, "{f32}@CLIENTS", is_placed(weight) and weight.placement is CLIENTS)
-        leaves = jax.tree.leaves(weight.value)
-        shape_ok = len(leaves) == 1 and leaves[0].ndim == (1 if weight.per_client else 0)
+        weight_member = jax.tree.leaves(weight.type.member, is_leaf=lambda t: isinstance(t, TensorType))
+        shape_ok = len(weight_member) == 1 and weight_member[0].shape == ()
         if not shape_ok:
             raise PlacementError(f"mean (weight) expects one scalar per client ({{f32}}@CLIENTS), got {weight.type}.")
         _common_num_clients("mean", [x, weight])
     if not x.per_client:
         # Every client holds the same value: the mean is that value, whatever the weights.
         if weight is not None:
-            w = leaves[0]
+            w = jax.tree.leaves(weight.value)[0]
             total = jnp.sum(w) if weight.per_client else w
             member = eqx.error_if(x.value, jnp.logical_not(total > 0), _ZERO_WEIGHT)
             return FederatedValue(member, SERVER, True)
         return FederatedValue(x.value, SERVER, True)
     _check_has_clients("mean", x)
+    if isinstance(x.value, DeferredMap):  # chunked execution: one scan over chunks of clients
+        return FederatedValue(x.value.mean(weight), SERVER, True)
     strategy = current_strategy()
     as_float = jax.tree.map(lambda a: a.astype(_float_dtype(a.dtype)), x.value)
     if weight is None:
         n = x.num_clients
         total = strategy.sum(as_float)
         return FederatedValue(jax.tree.map(lambda a: a / n, total), SERVER, True)
-    w = leaves[0]
+    w = jax.tree.leaves(weight.value)[0]
     if not weight.per_client:
         w = jnp.broadcast_to(w, (x.num_clients,))
     w = w.astype(jnp.result_type(w.dtype, jnp.float32))
@@ -202,6 +205,8 @@ def sum(x: FederatedValue) -> FederatedValue:  # noqa: A001
     ```
     """
     _expect_per_client("sum", x)
+    if isinstance(x.value, DeferredMap):  # chunked execution: one scan over chunks of clients
+        return FederatedValue(x.value.sum(), SERVER, True)
     return FederatedValue(current_strategy().sum(x.value), SERVER, True)
 
 
@@ -209,6 +214,8 @@ def _reduce(op: str, x: FederatedValue, reducer: Callable) -> FederatedValue:
     if is_placed(x) and x.placement is CLIENTS and x.all_equal:
         return FederatedValue(x.value, SERVER, True)
     _expect_per_client(op, x)
+    if isinstance(x.value, DeferredMap):  # chunked execution: one scan over chunks of clients
+        return FederatedValue(x.value.min() if op == "min" else x.value.max(), SERVER, True)
     return FederatedValue(jax.tree.map(lambda a: reducer(a, axis=0), x.value), SERVER, True)
 
 
@@ -340,6 +347,8 @@ def aggregate(
         _expect_server("aggregate (zero)", zero, "an unplaced or SERVER-placed zero")
         zero = zero.value
     zero = jax.tree.map(jnp.asarray, zero)
+    if isinstance(x.value, DeferredMap):  # chunked execution: one scan over chunks of clients
+        return FederatedValue(report(x.value.aggregate(zero, accumulate, merge)), SERVER, True)
     strategy = current_strategy()
     if not strategy.jit:
         acc = zero
@@ -410,4 +419,4 @@ def collect(x: FederatedValue) -> FederatedValue:
     ```
     """
     _expect_per_client("collect", x)
-    return FederatedValue(x.value, SERVER, True)
+    return FederatedValue(materialize(x.value), SERVER, True)

@@ -55,6 +55,13 @@ class FederatedValue(eqx.Module):
     placement: Placement = eqx.field(static=True)
     all_equal: bool = eqx.field(static=True)
 
+    def __init__(self, value: PyTree, placement: Placement, all_equal: bool):
+        # Written out: equinox's generated __init__ flattens its arguments,
+        # which would run a deferred (chunked) map held in `value`.
+        self.value = value
+        self.placement = placement
+        self.all_equal = all_equal
+
     def __check_init__(self):
         if self.placement is SERVER and not self.all_equal:
             raise ValueError("A SERVER-placed value is always all-equal.")
@@ -69,7 +76,7 @@ class FederatedValue(eqx.Module):
         """Number of clients of a per-client value; `None` otherwise."""
         if not self.per_client:
             return None
-        leaves = jax.tree_util.tree_leaves(self.value)
+        leaves = jax.tree_util.tree_leaves(_member_shapes(self.value))
         if not leaves:
             return None
         return int(leaves[0].shape[0])
@@ -80,10 +87,10 @@ class FederatedValue(eqx.Module):
         if self.per_client:
             member = jax.tree.map(
                 lambda x: TensorType(tuple(int(d) for d in x.shape[1:]), np.dtype(x.dtype)),
-                self.value,
+                _member_shapes(self.value),
             )
         else:
-            member = jax.tree.map(tensor_type, self.value)
+            member = jax.tree.map(tensor_type, _member_shapes(self.value))
         return FederatedType(member, self.placement, self.all_equal)
 
     def __getitem__(self, key: Any) -> "FederatedValue":
@@ -115,6 +122,13 @@ class FederatedValue(eqx.Module):
         if len(leaves) == 1 and np.size(leaves[0]) <= 8 and not isinstance(leaves[0], jax.core.Tracer):
             return f"FederatedValue({type_str}: {np.asarray(leaves[0]).tolist()})"
         return f"FederatedValue({type_str})"
+
+
+def _member_shapes(member: PyTree) -> PyTree:
+    """`member`, with each deferred part (a chunked `fc.map`, see `fedcore.core.chunked`)
+    replaced by its shapes: reading a type never runs a deferred map."""
+    deferred = lambda x: hasattr(x, "__fedcore_shapes__")  # noqa: E731
+    return jax.tree.map(lambda x: x.__fedcore_shapes__ if deferred(x) else x, member, is_leaf=deferred)
 
 
 def is_placed(x: Any) -> bool:
