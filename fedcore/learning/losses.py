@@ -34,7 +34,7 @@ def sparse_cross_entropy_on_probs(
 
     ```python
     >>> import jax.numpy as jnp
-    >>> sparse_cross_entropy_on_probs(jnp.full((1, 4), 0.25), jnp.array([0]))
+    >>> sparse_cross_entropy_on_probs(jnp.full((1, 4), 0.25, jnp.float32), jnp.array([0]))
     Array([1.3862944], dtype=float32)
     ```
     """
