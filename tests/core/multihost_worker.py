@@ -1,7 +1,7 @@
 """One process of a 2-process (multi-host) sharded round on localhost, run by test_sharded.py.
 
 Usage: `python tests/core/multihost_worker.py PROCESS_ID PORT`. Each process
-has 2 CPU devices and 3 of the 6 clients; the processes meet at the
+has 2 CPU devices and 4 of the 8 clients; the processes meet at the
 coordinator `127.0.0.1:PORT` (`jax.distributed.initialize`) and reduce over
 clients with gloo CPU collectives. Prints the round's result as JSON.
 """
@@ -10,7 +10,9 @@ import json
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+if __name__ == "__main__":  # (imported by the tests for its definitions: leave their devices alone)
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

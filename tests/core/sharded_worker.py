@@ -11,7 +11,9 @@ import json
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+if __name__ == "__main__":  # (imported by the tests for its definitions: leave their devices alone)
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -76,7 +78,7 @@ def main():
     # Property: sharded equals vmap for any number of clients (divisible by 8 or not).
     mismatches = []
 
-    @settings(max_examples=12, deadline=None, derandomize=True)
+    @settings(max_examples=8, deadline=None, derandomize=True)
     @given(num_clients=st.integers(1, 20), seed=st.integers(0, 2**16))
     def equals_vmap(num_clients, seed):
         got = run_round(sharded, num_clients, seed)
