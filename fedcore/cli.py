@@ -38,8 +38,8 @@ class ConfigError(ValueError):
     """A configuration value or file that cannot be used."""
 
 
-def _field(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:  # noqa: A002
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+def _field(default: Any, help: str, choices: Sequence[str] | None = None, metavar: str | None = None) -> Any:  # noqa: A002
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "metavar": metavar})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,25 +54,25 @@ class TrainConfig:
     algorithm: str = _field("fedavg", "federated algorithm", ALGORITHMS)
     model: str = _field("linear", "model: softmax regression, 2-hidden-layer MLP, or small CNN (28x28 images)", MODELS)
     dataset: str = _field("mnist5k", "data set (emnist needs its files, see --data-path)", DATASETS)
-    rounds: int = _field(100, "number of rounds to train")
-    clients_per_round: int = _field(10, "clients sampled uniformly at random each round")
-    local_epochs: int = _field(10, "passes over its data each client makes per round (not used by fedsgd)")
-    batch_size: int = _field(20, "client batch size")
-    client_lr: float = _field(0.1, "client SGD learning rate (not used by fedsgd)")
+    rounds: int = _field(100, "number of rounds to train", metavar="N")
+    clients_per_round: int = _field(10, "clients sampled uniformly at random each round", metavar="K")
+    local_epochs: int = _field(10, "passes each client makes over its data per round (not fedsgd)", metavar="E")
+    batch_size: int = _field(20, "client batch size", metavar="B")
+    client_lr: float = _field(0.1, "client SGD learning rate (not fedsgd)", metavar="LR")
     server_lr: float | None = _field(
-        None, "server learning rate; by algorithm: 1.0 fedavg/fedprox/scaffold, 0.5 fedsgd, 0.01 fedadam/fedyogi"
+        None, "server learning rate: 1.0 fedavg/fedprox/scaffold, 0.5 fedsgd, 0.01 fedadam/fedyogi", metavar="LR"
     )
-    mu: float = _field(0.01, "FedProx proximal strength mu (fedprox only)")
-    seed: int = _field(0, "seed of the data partition, client sampling, shuffling and model init")
-    num_clients: int = _field(50, "population size for mnist5k and synthetic (emnist has its 3,383 writers)")
-    dirichlet_alpha: float = _field(0.5, "mnist5k label skew: Dirichlet concentration (smaller = more skew)")
+    mu: float = _field(0.01, "FedProx proximal strength (fedprox only)", metavar="MU")
+    seed: int = _field(0, "seed of the data partition, client sampling, shuffling and model init", metavar="S")
+    num_clients: int = _field(50, "population size of mnist5k and synthetic (emnist: its 3,383 writers)", metavar="N")
+    dirichlet_alpha: float = _field(0.5, "mnist5k label skew: Dirichlet concentration (smaller: more skew)", metavar="ALPHA")
     shuffle: bool = _field(True, "reshuffle each client's examples every epoch")
-    data_path: str = _field("", "emnist: directory with fed_emnist_digitsonly_{train,test}.h5 or the .tar.bz2")
-    eval_every: int = _field(10, "evaluate on the test clients every R rounds (and after the last); 0: only at the end")
-    eval_clients: int = _field(0, "number of test clients to evaluate on (a fixed random subset); 0: all")
+    data_path: str = _field("", "emnist: directory with fed_emnist_digitsonly_{train,test}.h5 or the .tar.bz2", metavar="DIR")
+    eval_every: int = _field(10, "evaluate on the test clients every R rounds and after the last (0: only at the end)", metavar="R")
+    eval_clients: int = _field(0, "evaluate on a fixed random subset of N test clients (0: all)", metavar="N")
     execution: str = _field("vmap", "execution strategy of the per-client work", EXECUTIONS)
-    checkpoint_every: int = _field(10, "checkpoint every N rounds (and after the last); 0: only at the end")
-    keep: int = _field(3, "number of newest checkpoints to keep")
+    checkpoint_every: int = _field(10, "checkpoint every N rounds and after the last (0: only at the end)", metavar="N")
+    keep: int = _field(3, "number of newest checkpoints to keep", metavar="K")
 
     def resolved(self) -> TrainConfig:
         """The config with algorithm-dependent defaults filled in (what `config.toml` stores)."""
@@ -453,7 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a model with a federated algorithm. Every field can also be set in a TOML file "
         "(--config); flags override the file. Outputs go to --out: metrics.jsonl, config.toml, curves.png "
         "and checkpoints/.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples: fedcore train --rounds 200 --algorithm fedadam | "
+        "fedcore train --config runs/x/config.toml | fedcore train --out runs/x --resume --rounds 300",
     )
     train.add_argument("--config", metavar="FILE", help="TOML file with any of the fields below (flags override it)")
     train.add_argument("--out", metavar="DIR", help="output directory (default: runs/<timestamp>)")
@@ -471,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
             kw["action"] = argparse.BooleanOptionalAction
         else:
             kw["type"] = _TYPES[f.name]
-            kw["metavar"] = f.name.upper() if not f.metadata["choices"] else None
+            kw["metavar"] = f.metadata["metavar"]
         train.add_argument(_flag(f.name), dest=f.name, **kw)
     train.set_defaults(handler=_train_command)
 
