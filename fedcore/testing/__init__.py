@@ -17,6 +17,13 @@ strategies, ...) and raises `AssertionError` naming the broken law.
 ```
 """
 
+try:
+    import hypothesis  # noqa: F401
+except ImportError as error:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError(
+        "fedcore.testing needs hypothesis; install the testing extra: pip install 'fedcore[testing]'."
+    ) from error
+
 from . import laws, strategies
 from .laws import (
     assert_federated_close,

@@ -46,7 +46,7 @@ def _copies(x, n):
 # --- mean and sum ----------------------------------------------------------------------
 
 
-@given(fct.weighted_client_values(num_clients=COUNTS, dtypes=(np.float32, np.int32)), st.data())
+@given(fct.weighted_client_values(num_clients=COUNTS, dtypes=(np.float32, np.int32), max_leaves=2), st.data())
 def test_mean_and_sum_are_invariant_under_any_permutation_of_clients(xw, data):
     x, w = xw
     perm = data.draw(st.permutations(range(x.num_clients)))
