@@ -66,6 +66,13 @@ def _trace_state() -> Any:
         return object()
 
 
+def _weight_key(weight: int | Array | None) -> Any:
+    """How reductions name a weight: `("leaf", index in the map's output)`, `("array", id)`, or None."""
+    if weight is None:
+        return None
+    return ("leaf", weight) if isinstance(weight, int) else ("array", id(weight))
+
+
 def _select(tree: PyTree, path: tuple[Any, ...]) -> PyTree:
     return functools.reduce(operator.getitem, path, tree)
 
@@ -190,13 +197,13 @@ class _ClientMap:
         per-client scalar leaf (up to 16), so a later weighted mean by one of
         them reuses it. Results are cached while the same trace lasts.
         """
-        key = weight if weight is None or isinstance(weight, int) else id(weight)
+        key = _weight_key(weight)
         found = self._cached(lambda k: k[0] == "reductions" and (key is None or key in k[1]))
         if found is not None:
             return found
         n, c = self.num_clients, self.chunk_size
         scalars = [j for j, s in enumerate(self.leaf_shapes) if s.shape == (n,)][:_MAX_CANDIDATE_WEIGHTS]
-        weight_keys = list(dict.fromkeys([*scalars, *([] if key is None else [key])]))
+        weight_keys = list(dict.fromkeys([*(("leaf", j) for j in scalars), *([] if key is None else [key])]))
 
         def chunk_reductions(leaves: list[Array], weights: dict[Any, Array], fresh: Array) -> dict[str, Any]:
             def fresh_only(a: Array) -> Array:
@@ -221,13 +228,13 @@ class _ClientMap:
 
         def chunk_weights(leaves: list[Array], start: Array) -> dict[Any, Array]:
             return {
-                k: leaves[k] if isinstance(k, int) else lax.dynamic_slice_in_dim(weight, start, c)
+                k: leaves[k[1]] if k[0] == "leaf" else lax.dynamic_slice_in_dim(weight, start, c)
                 for k in weight_keys
             }
 
         chunk_shapes = [jax.ShapeDtypeStruct((c, *s.shape[1:]), s.dtype) for s in self.leaf_shapes]
         weight_shapes = {
-            k: chunk_shapes[k] if isinstance(k, int) else jax.ShapeDtypeStruct((c,), weight.dtype)
+            k: chunk_shapes[k[1]] if k[0] == "leaf" else jax.ShapeDtypeStruct((c,), weight.dtype)
             for k in weight_keys
         }
         shapes = jax.eval_shape(chunk_reductions, chunk_shapes, weight_shapes, jax.ShapeDtypeStruct((c,), bool))
@@ -302,8 +309,8 @@ class DeferredMap:
     >>> import fedcore as fc, jax.numpy as jnp
     >>> with fc.execution("chunked", chunk_size=2):
     ...     out = fc.map(lambda a: {"y": a, "w": a + 1}, fc.clients_value(jnp.arange(5.0)))
-    ...     print(out["y"].type, float(fc.mean(out["y"], out["w"])))
-    {f32}@CLIENTS 2.6666667
+    ...     print(out["y"].type, round(float(fc.mean(out["y"], out["w"])), 4))
+    {f32}@CLIENTS 2.6667
     ```
     """
 
@@ -338,7 +345,7 @@ class DeferredMap:
     def _reduced(self, kind: str, weight: int | Array | None = None) -> PyTree:
         result = self.client_map.reductions(weight)[kind]
         if kind in ("weighted", "total_weight"):
-            result = result[weight if weight is None or isinstance(weight, int) else id(weight)]
+            result = result[_weight_key(weight)]
         if kind == "total_weight":
             return result
         return jax.tree.map(lambda j: result[j], self._leaf_indices())

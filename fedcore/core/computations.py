@@ -9,6 +9,7 @@ from typing import Any
 import equinox as eqx
 import jax
 
+from .chunked import materialize
 from .execution import ExecutionStrategy, current_strategy
 from .placements import CLIENTS
 from .types import FederatedType, FunctionType, TensorType
@@ -82,14 +83,19 @@ class Computation:
             self.trace(*parameter_types)
 
     def _record(self, *args: Any) -> Any:
-        out = self.fn(*args)
+        out = materialize(self.fn(*args))  # a chunked map's per-client results leave computed
         self._signature = FunctionType(tuple(_type_or_none(a) for a in args), _type_or_none(out))
         return out
 
     def _program(self, strategy: ExecutionStrategy) -> Callable[..., Any]:
         program = self._compiled.get(strategy)
         if program is None:
-            program = eqx.filter_jit(self._record, donate=self._donate)
+            # A distinct function per strategy: jax caches traces per function, and
+            # the strategy (a context variable) is not among the arguments.
+            def record(*args: Any) -> Any:
+                return self._record(*args)
+
+            program = eqx.filter_jit(record, donate=self._donate)
             self._compiled[strategy] = program
         return program
 
