@@ -8,8 +8,7 @@ shapes do not) so that one compiled program serves every example.
 
 from __future__ import annotations
 
-import contextlib
-import logging
+import dataclasses
 import math
 
 import equinox as eqx
@@ -133,28 +132,20 @@ def learnable_clients(num_clients: int = 4, examples: int = 24, seed: int = 0) -
     return clients
 
 
-class CompileCounter(logging.Handler):
-    """Counts XLA compilations of federated computations (`jax_log_compiles` records of `jit(_record)`)."""
+class TracedLoss:
+    """A loss that counts its calls. Under `jit` Python runs only while JAX traces, so for a
+    jitted round the count goes up once per trace (= once per compile), never when it runs."""
 
-    def __init__(self):
-        super().__init__(level=logging.DEBUG)
+    def __init__(self, loss):
+        self.loss = loss
         self.count = 0
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage().startswith("Compiling jit(_record)"):
-            self.count += 1
+    def __call__(self, predictions, labels):
+        self.count += 1
+        return self.loss(predictions, labels)
 
 
-@contextlib.contextmanager
-def count_compiles():
-    """`with count_compiles() as c: ...` then `c.count` is the number of computations compiled inside."""
-    counter = CompileCounter()
-    logger = logging.getLogger("jax")
-    previous = jax.config.jax_log_compiles
-    logger.addHandler(counter)
-    jax.config.update("jax_log_compiles", True)
-    try:
-        yield counter
-    finally:
-        jax.config.update("jax_log_compiles", previous)
-        logger.removeHandler(counter)
+def counting_traces(model):
+    """`(model with a TracedLoss, that TracedLoss)`."""
+    loss = TracedLoss(model.loss)
+    return dataclasses.replace(model, loss=loss), loss
