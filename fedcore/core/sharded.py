@@ -84,7 +84,15 @@ class ShardedStrategy(ExecutionStrategy):
 
     def _constrain(self, tree: PyTree) -> PyTree:
         sharding = self.clients_sharding
-        return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, sharding), tree)
+
+        def constrain(a: Any) -> Any:
+            # Outside a computation (eager intrinsics), an uneven client count
+            # cannot be laid out on the mesh: leave such a value where it is.
+            if isinstance(a, jax.core.Tracer) or np.shape(a)[0] % self.num_shards == 0:
+                return jax.lax.with_sharding_constraint(a, sharding)
+            return a
+
+        return jax.tree.map(constrain, tree)
 
     def map(self, fn, args, in_axes, num_clients):
         args = [self._constrain(a) if axis == 0 else a for a, axis in zip(args, in_axes)]

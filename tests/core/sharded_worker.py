@@ -111,6 +111,13 @@ def main():
     report["placed_equal"] = leaves_close(got, run_round("vmap", 16, 2)) or leaves_close(
         got, fed_round(fc.server_value(jnp.zeros(DIM)), fc.clients_value(make_data(16, 2)))
     )
+
+    # Intrinsics called eagerly (outside a computation), client counts even and uneven.
+    eager = {}
+    for n in (16, 13):
+        with fc.execution(sharded):
+            eager[n] = float(fc.mean(fc.map(lambda a: 2.0 * a, fc.clients_value(jnp.arange(float(n))))))
+    report["eager_means"] = eager
     print(json.dumps(report))
 
 

@@ -111,6 +111,10 @@ def test_each_device_runs_its_clients_and_reductions_are_all_reduces(eight_devic
     assert eight_devices[f"all_reduce_{num_clients}"]
 
 
+def test_eager_intrinsics_on_eight_devices(eight_devices):
+    assert eight_devices["eager_means"] == {"16": 15.0, "13": 12.0}
+
+
 def test_two_dimensional_mesh_and_placed_data(eight_devices):
     assert eight_devices["mesh_2d_equal"]
     assert eight_devices["placed_sharding"] == "P('clients',)"
