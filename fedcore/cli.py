@@ -71,6 +71,7 @@ class TrainConfig:
     eval_every: int = _field(10, "evaluate on the test clients every R rounds and after the last (0: only at the end)", metavar="R")
     eval_clients: int = _field(0, "evaluate on a fixed random subset of N test clients (0: all)", metavar="N")
     execution: str = _field("vmap", "execution strategy of the per-client work", EXECUTIONS)
+    chunk_size: int = _field(0, "chunked execution: clients per chunk (0: half the clients per round)", metavar="C")
     checkpoint_every: int = _field(10, "checkpoint every N rounds and after the last (0: only at the end)", metavar="N")
     keep: int = _field(3, "number of newest checkpoints to keep", metavar="K")
 
@@ -82,9 +83,15 @@ class TrainConfig:
             return dataclasses.replace(self, server_lr=SERVER_LR_DEFAULTS[self.algorithm])
         return self
 
+    def execution_options(self) -> dict[str, Any]:
+        """Keyword options of `fc.execution(self.execution, ...)`."""
+        if self.execution == "chunked":
+            return {"chunk_size": self.chunk_size or max(1, self.clients_per_round // 2)}
+        return {}
+
     def checkpoint_tag(self) -> dict[str, Any]:
         """The fields a checkpoint must agree on to be resumed (all but rounds, evaluation, execution, checkpointing)."""
-        loose = {"rounds", "eval_every", "eval_clients", "execution", "checkpoint_every", "keep"}
+        loose = {"rounds", "eval_every", "eval_clients", "execution", "chunk_size", "checkpoint_every", "keep"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in loose}
 
 
@@ -110,7 +117,7 @@ def _check(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {getattr(cfg, name)!r}.")
     for name, low in (("rounds", 1), ("clients_per_round", 1), ("local_epochs", 1), ("batch_size", 1),
                       ("num_clients", 1), ("eval_every", 0), ("eval_clients", 0), ("checkpoint_every", 0),
-                      ("keep", 1), ("seed", 0)):
+                      ("keep", 1), ("seed", 0), ("chunk_size", 0)):
         if getattr(cfg, name) < low:
             raise ConfigError(f"{name} must be >= {low}; got {getattr(cfg, name)}.")
     for name in ("client_lr", "server_lr", "dirichlet_alpha"):
@@ -314,10 +321,10 @@ def run_training(cfg: TrainConfig, out: Path, *, resume: bool = False, console: 
     round_data = make_round_data(cfg, population.train)
     eval_fn = make_eval_fn(cfg, model, process, population.test)
     try:
-        with fc.execution(cfg.execution):
+        with fc.execution(cfg.execution, **cfg.execution_options()):
             pass
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"execution {cfg.execution!r}: {e}") from None
     _write_config(cfg, out / "config.toml")
     console.print(
         f"fedcore train: {cfg.algorithm}, {cfg.model} model, {cfg.dataset} "
@@ -327,7 +334,7 @@ def run_training(cfg: TrainConfig, out: Path, *, resume: bool = False, console: 
         soft_wrap=True,
     )
     callbacks = [learning.ProgressBar(console), learning.JsonlLogger(out / "metrics.jsonl")]
-    with fc.execution(cfg.execution):
+    with fc.execution(cfg.execution, **cfg.execution_options()):
         result = learning.train(
             process, round_data, cfg.rounds,
             eval_fn=eval_fn, eval_every=cfg.eval_every, callbacks=callbacks,

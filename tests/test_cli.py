@@ -258,6 +258,18 @@ def test_other_algorithms_run(tmp_path, algorithm):
         assert "client_controls'].weight=f32[3,10,784]" in header["fingerprint"]
 
 
+def test_chunked_execution_matches_vmap(reference, tmp_path):
+    ref, _ = reference
+    out = tmp_path / "chunked"
+    assert main(["train", "--config", str(ref / "config.toml"), "--rounds", "1", "--execution", "chunked",
+                 "--chunk-size", "2", "--out", str(out)]) == 0
+    assert tomllib.loads((out / "config.toml").read_text())["chunk_size"] == 2
+    [got] = read_metrics(out / "metrics.jsonl")
+    want = read_metrics(ref / "metrics.jsonl")[0]
+    assert got["train"]["num_examples"] == want["train"]["num_examples"]
+    assert got["train"]["loss"] == pytest.approx(want["train"]["loss"], rel=1e-5)
+
+
 def _write_fake_emnist(d: Path) -> dict[str, int]:
     import h5py
 

@@ -260,22 +260,24 @@ class ProgressBar(Callback):
         elif start_round:
             self.console.print(f"resuming at round {start_round}/{rounds}")
 
-    def _rate(self, done: int) -> float:
-        return (done - self._start) / max(time.perf_counter() - self._t0, 1e-9)
+    def _rate(self, done: int) -> float | None:
+        """Rounds per second after this run's first round (which compiles); None before there is one."""
+        if done - self._start <= 1:
+            self._t_first = time.perf_counter()
+            return None
+        return (done - self._start - 1) / max(time.perf_counter() - self._t_first, 1e-9)
 
     def on_round_end(self, record: RoundRecord) -> None:
         rate = self._rate(record.round)
+        speed = f"first round {record.seconds:.1f} s" if rate is None else f"{rate:.1f} rounds/s"
         if self._progress is not None:
-            self._progress.update(
-                self._task, completed=record.round, metrics=_format_metrics(record), rate=f"{rate:.1f} rounds/s"
-            )
+            self._progress.update(self._task, completed=record.round, metrics=_format_metrics(record), rate=speed)
             return
         n = record.round - self._start
         if n == 1 or n % self._every == 0 or record.round == self._rounds:
-            eta = (self._rounds - record.round) / max(rate, 1e-9)
+            eta = "-" if rate is None else _format_eta((self._rounds - record.round) / max(rate, 1e-9))
             self.console.print(
-                f"round {record.round}/{self._rounds}  {_format_metrics(record)}  "
-                f"{rate:.1f} rounds/s  ETA {_format_eta(eta)}",
+                f"round {record.round}/{self._rounds}  {_format_metrics(record)}  {speed}  ETA {eta}",
                 highlight=False,
                 soft_wrap=True,
             )
