@@ -171,6 +171,7 @@ def test_docstring_examples_run():
     parser, runner = doctest.DocTestParser(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     for test in doctest.DocTestFinder(exclude_empty=True).find(module, module.__name__):
         if test.docstring and test.examples:
-            runner.run(parser.get_doctest(fence.sub("", test.docstring), test.globs, test.name, test.filename, test.lineno))
+            text = fence.sub("", test.docstring)
+            runner.run(parser.get_doctest(text, test.globs, test.name, test.filename, test.lineno))
     result = runner.summarize(verbose=False)
     assert result.attempted > 0 and result.failed == 0
