@@ -163,6 +163,8 @@ def resolve_config(
 
 @dataclasses.dataclass
 class Population:
+    """A data set's train and test clients and the model sizes they need (`test is train` for synthetic)."""
+
     train: Any
     test: Any
     input_dim: int

@@ -173,6 +173,28 @@ def test_resumed_run_equals_an_uninterrupted_one_bitwise(tmp_path):
     assert logged == _json(full.records)
 
 
+@settings(max_examples=10)
+@given(rounds=st.integers(2, 9), every=st.integers(0, 3), data=st.data())
+def test_crash_anywhere_then_resume_equals_uninterrupted(tmp_path_factory, rounds, every, data):
+    """Law: wherever a run dies, resuming it gives the uninterrupted run's state and remaining records."""
+    crash_at = data.draw(st.integers(0, rounds - 1), label="crash before round index")
+    d = tmp_path_factory.mktemp("ck")
+    full = train(COUNTING, _counting_data, rounds)
+
+    def crashing(r):
+        if r == crash_at:
+            raise RuntimeError("crash")
+        return _counting_data(r)
+
+    with pytest.raises(RuntimeError):
+        train(COUNTING, crashing, rounds, checkpoint_dir=d, checkpoint_every=every)
+    resumed = train(COUNTING, _counting_data, rounds, checkpoint_dir=d, checkpoint_every=every, resume=True)
+    saved = (crash_at // every) * every if every else 0  # the last checkpoint before the crash
+    assert resumed.start_round == saved
+    assert float(resumed.state) == float(full.state)
+    assert _json(resumed.records) == _json(full.records[saved:])
+
+
 def test_resume_without_checkpoints_starts_from_zero(tmp_path):
     result = train(COUNTING, _counting_data, 2, checkpoint_dir=tmp_path, resume=True)
     assert result.start_round == 0 and float(result.state) == 9.0
