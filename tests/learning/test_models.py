@@ -120,12 +120,11 @@ class _BatchedLinear(eqx.Module):
         return jax.vmap(self.inner)(xs)
 
 
-def test_mlp_and_cnn_have_the_documented_shapes():
-    # (cnn(10) on flat inputs runs in its docstring example.)
-    mlp, cnn = models.mlp(784, 10, hidden=(16, 16)), models.cnn(62)
-    flat, square = jax.ShapeDtypeStruct((2, 784), jnp.float32), jax.ShapeDtypeStruct((2, 28, 28), jnp.float32)
+def test_mlp_has_the_documented_shapes():
+    # (cnn() runs in its docstring example.)
+    mlp = models.mlp(784, 10, hidden=(16, 16))
+    flat = jax.ShapeDtypeStruct((2, 784), jnp.float32)
     assert eqx.filter_eval_shape(mlp.apply, mlp.initial_params, flat).shape == (2, 10)
-    assert eqx.filter_eval_shape(cnn.apply, cnn.initial_params, square).shape == (2, 62)
     assert [tuple(a.shape) for a in jax.tree.leaves(mlp.initial_params)] == [(16, 784), (16,), (16, 16), (16,), (10, 16), (10,)]
 
 
