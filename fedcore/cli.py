@@ -335,6 +335,8 @@ def run_training(cfg: TrainConfig, out: Path, *, resume: bool = False, console: 
         highlight=False,
         soft_wrap=True,
     )
+    if resume and learning.CheckpointManager(out / "checkpoints").latest_round() is None:
+        console.print(f"no checkpoint in {out / 'checkpoints'}: starting from round 0", highlight=False)
     callbacks = [learning.ProgressBar(console), learning.JsonlLogger(out / "metrics.jsonl")]
     with fc.execution(cfg.execution, **cfg.execution_options()):
         result = learning.train(
