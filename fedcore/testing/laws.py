@@ -13,11 +13,12 @@ Combine them with the strategies in `fedcore.testing.strategies`:
 
 Float tolerances. Summing `n` float32 numbers in two different orders (a
 permutation of the clients, a loop versus a vectorised reduction) gives
-results that differ by at most about `2 * n * eps * max|x|` (the worst-case
-rounding error of a sum is `(n - 1) * eps * sum|x_i|`), with `eps = 2**-23`
-for float32. With `atol=None`, the checks use `summation_atol` of the inputs
-and outputs, which is right for algorithms whose outputs are (weighted)
-sums or means of their inputs; pass `atol` for anything else.
+results that differ by at most `2 * (n - 1) * eps * sum_i |x_i|` (the
+worst-case rounding error of a sum is `(n - 1) * eps * sum_i |x_i|`), with
+`eps = 2**-23` for float32: a relative ~1e-7 per operation. With `atol=None`,
+the checks use `summation_atol` of the inputs and outputs, which bounds that
+for algorithms whose outputs are (weighted) sums or means of their inputs;
+pass `atol` for anything else (products, squares, several rounds).
 """
 
 from __future__ import annotations
@@ -63,33 +64,53 @@ def _num_clients(tree: Any) -> int:
     return max(counts, default=1)
 
 
+# XLA on CPU flushes subnormal results to zero: a product of two tiny normal
+# numbers may lose up to the smallest normal float32 per client.
+_TINY = float(np.finfo(np.float32).tiny)
+
+
+def _scale_and_eps(tree: Any) -> tuple[float, float]:
+    """Largest magnitude a sum over clients can involve, and the largest epsilon, over inexact leaves."""
+    scale, eps = 0.0, 0.0
+    parts = jax.tree.leaves(tree, is_leaf=is_placed)
+    for part in parts:
+        per_client = is_placed(part) and part.per_client
+        for leaf in _leaves(part):
+            arr = np.asarray(leaf)
+            if not (np.issubdtype(arr.dtype, np.inexact) or arr.dtype == jnp.bfloat16):
+                continue
+            eps = max(eps, float(jnp.finfo(arr.dtype).eps))
+            if arr.size:
+                magnitude = np.abs(arr.astype(np.float64))
+                # Per-client leaves: the sum of |x_i| over clients, element-wise, bounds
+                # every partial sum an order of summation can produce.
+                scale = max(scale, float(np.max(magnitude.sum(axis=0) if per_client else magnitude)))
+    return scale, eps or float(np.finfo(np.float32).eps)
+
+
 def summation_atol(*trees: Any, num_clients: int | None = None) -> float:
     """An absolute tolerance for results that differ only in the order of a sum over clients.
 
-    `2 * n * eps * max|leaf|` over the inexact leaves of `trees` (placed or
-    not), where `n` is `num_clients` (default: the largest number of clients of
-    a per-client value in `trees`) and `eps` is the largest machine epsilon of
-    their dtypes. This bounds the rounding difference between any two orders
-    of summing `n` terms of that size (plus one rounding per weight product).
+    `2 * n * eps * scale`, where `n` is `num_clients` (default: the largest
+    number of clients of a per-client value in `trees`), `eps` the largest
+    machine epsilon of the inexact leaves, and `scale` the largest of `|x|`
+    over unplaced and all-equal leaves and of `sum_i |x_i|` over the clients
+    of per-client leaves. Summing `n` terms in any order has a rounding error
+    of at most `(n - 1) * eps * sum_i |x_i|`, so two orders -- and a mean,
+    which divides by the count or the total weight -- stay within this bound.
+    `n` times the smallest normal float32 is added for subnormal results that
+    XLA flushes to zero.
 
     ```python
     >>> import fedcore as fc, jax.numpy as jnp
     >>> from fedcore.testing import laws
-    >>> laws.summation_atol(fc.clients_value(jnp.full(4, 10.0))) == 2 * 4 * 2.0**-23 * 10
-    True
+    >>> laws.summation_atol(fc.clients_value(jnp.full(4, 10.0)))  # 2 * 4 * 2**-23 * 40 + 4 * tiny
+    3.814697265625e-05
     ```
     """
     n = _num_clients(trees) if num_clients is None else num_clients
-    scale, eps = 0.0, 0.0
-    for leaf in _leaves(trees):
-        arr = np.asarray(leaf)
-        if np.issubdtype(arr.dtype, np.inexact) or arr.dtype == jnp.bfloat16:
-            eps = max(eps, float(jnp.finfo(arr.dtype).eps))
-            if arr.size:
-                scale = max(scale, float(np.max(np.abs(arr.astype(np.float64)))))
-    if eps == 0.0:
-        eps = float(np.finfo(np.float32).eps)
-    return 2.0 * n * eps * scale
+    scale, eps = _scale_and_eps(trees)
+    return 2.0 * n * eps * scale + n * _TINY
 
 
 def assert_federated_close(

@@ -1,9 +1,9 @@
 """Execution strategies: loop == vmap for every intrinsic, strategy selection, per-strategy programs.
 
 Float tolerances: `fct.check_strategies_agree` defaults to `summation_atol` of
-the inputs and the result, 2 * n * EPS * max|x| with EPS = 2**-23: the loop
+the inputs and the result, 2 * n * EPS * sum_i |x_i| with EPS = 2**-23: the loop
 strategy adds clients one by one, vmap reduces them with XLA's (tree-shaped)
-reduction, so float32 sums differ in rounding order -- relative ~1e-6 per op
+reduction, so float32 sums differ in rounding order -- relative ~1e-7 per op
 -- and never by more than that bound. Element-wise work (map) agrees to
 rtol=1e-5.
 

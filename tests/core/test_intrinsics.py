@@ -4,11 +4,13 @@ Float tolerances. float32 has machine epsilon EPS = 2**-23 (~1.2e-7): each
 operation rounds with relative error <= EPS/2, and a sum of n terms computed
 in any order is within (n - 1) * EPS * sum|x_i| of the exact sum. So two
 results that differ only in the order in which clients are summed (a
-permutation, a loop versus a vectorised reduction) differ by at most about
-2 * n * EPS * max|x| -- `fct.summation_atol`. A law that must hold exactly up
-to a couple of final roundings (e.g. sum == n * mean with the same summation)
-gets rtol = 4 * EPS. Those bounds are far below the size of any real bug:
-losing a client or a weight changes a mean by ~max|x| / n.
+permutation, a loop versus a vectorised reduction) differ by at most
+2 * n * EPS * sum|x_i| -- `fct.summation_atol` (for n = 64 clients with
+|x| <= 100: ~0.1 on a sum of size ~6400, ~0.1 on a mean too, as the scale is
+taken before dividing). A law that must hold exactly up to a couple of final
+roundings (e.g. sum == n * mean with the same summation) gets rtol = 4 * EPS.
+Those bounds stay well below the size of a real bug: losing or double-counting
+a client moves a mean by ~|x_j - mean| / n, ~1 for these values.
 
 Properties call the intrinsics eagerly under the default (vmap) strategy:
 each new shape compiles a few tiny XLA programs, which is still cheaper than
@@ -199,6 +201,22 @@ def test_collect_stacks_every_client_at_the_server(x):
     _close(c, fc.server_value(x.value), rtol=0.0, law="collect")
 
 
+@given(fct.client_values(num_clients=FEW_COUNTS), st.data())
+def test_concat_puts_the_clients_of_several_values_one_after_another(x, data):
+    y = data.draw(fct.client_values(num_clients=FEW_COUNTS, member=x.type.member))
+    z = fc.concat(x, y)
+    assert z.num_clients == x.num_clients + y.num_clients and z.type.member == x.type.member
+    _close(z, fc.clients_value(jax.tree.map(lambda a, b: np.concatenate([a, b]), x.value, y.value)), rtol=0.0, law="concat")
+    # sum over the concatenation == sum of the sums, up to summation order (see top).
+    both = fc.apply(lambda a, b: jax.tree.map(jnp.add, a, b), fc.sum(x), fc.sum(y))
+    _close(fc.sum(z), both, atol=fct.summation_atol(z), law="sum(concat(x, y))")
+
+
+def test_concat_needs_a_value():
+    with pytest.raises(TypeError, match=r"concat needs at least one \{T\}@CLIENTS value"):
+        fc.concat()
+
+
 # --- aggregate ---------------------------------------------------------------------------
 
 
@@ -324,6 +342,10 @@ WRONG_PLACEMENTS = {
     "collect-server": (lambda: fc.collect(_S), "{T}@CLIENTS", "f32[3]@SERVER"),
     "collect-all-equal": (lambda: fc.collect(_EQ), "{T}@CLIENTS (one value per client)", "f32[3]@CLIENTS"),
     "collect-unplaced": (lambda: fc.collect(_U), "{T}@CLIENTS", "f32[3] (unplaced)"),
+    "concat-server": (lambda: fc.concat(_X, _S), "concat (argument 1) expects {T}@CLIENTS", "f32[3]@SERVER"),
+    "concat-all-equal": (lambda: fc.concat(_EQ), "{T}@CLIENTS (one value per client)", "f32[3]@CLIENTS"),
+    "concat-unplaced": (lambda: fc.concat(_U), "{T}@CLIENTS", "f32[3] (unplaced)"),
+    "concat-member-type": (lambda: fc.concat(_X, _XI), "one member type; argument 0 is {f32[3]}@CLIENTS", "argument 1 is {i32}@CLIENTS"),
     "secure_sum-server": (lambda: fc.secure_sum(_SI, 8), "{int}@CLIENTS", "i32@SERVER"),
     "secure_sum-all-equal": (lambda: fc.secure_sum(_EQI, 8), "{int}@CLIENTS", "i32@CLIENTS"),
     "secure_sum-unplaced": (lambda: fc.secure_sum(jnp.ones(3, jnp.int32), 8), "{int}@CLIENTS", "i32[3] (unplaced)"),

@@ -45,6 +45,16 @@ def test_indexing_selects_inside_the_member_and_keeps_the_placement():
     assert str(fc.server_value((jnp.zeros(2), jnp.int32(1)))[1].type) == "i32@SERVER"
 
 
+def test_indexing_an_array_member_indexes_each_client_not_the_clients():
+    x = fc.clients_value(jnp.arange(12.0).reshape(4, 3))
+    first = x[0]
+    assert str(first.type) == "{f32}@CLIENTS" and first.num_clients == 4
+    np.testing.assert_array_equal(first.value, [0.0, 3.0, 6.0, 9.0])
+    assert x[1:].num_clients == 4 and str(x[1:].type) == "{f32[2]}@CLIENTS"
+    np.testing.assert_array_equal(fc.server_value(jnp.arange(3.0))[2].value, 2.0)
+    np.testing.assert_array_equal(fc.broadcast(fc.server_value(jnp.arange(3.0)))[2].value, 2.0)
+
+
 def test_float_and_array_conversions():
     assert float(fc.server_value(jnp.float32(2.5))) == 2.5
     np.testing.assert_array_equal(np.asarray(fc.clients_value(jnp.arange(3))), [0, 1, 2])

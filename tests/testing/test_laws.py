@@ -172,9 +172,14 @@ def test_assert_federated_close_names_types_and_leaves():
 def test_summation_atol_scales_with_clients_and_magnitude():
     eps = float(np.finfo(np.float32).eps)
     x = fc.clients_value(jnp.array([[-8.0, 1.0]] * 5))
-    assert fct.summation_atol(x) == pytest.approx(2 * 5 * eps * 8)
-    assert fct.summation_atol(x, num_clients=64) == pytest.approx(2 * 64 * eps * 8)
-    assert fct.summation_atol(fc.clients_value(jnp.array([3, 4]))) == 0.0  # integers: exact
+    # Per-client leaves: the largest sum of |x_i| over clients (5 * 8).
+    assert fct.summation_atol(x) == pytest.approx(2 * 5 * eps * 40)
+    assert fct.summation_atol(x, num_clients=64) == pytest.approx(2 * 64 * eps * 40)
+    # Unplaced and server leaves count with their own magnitude.
+    assert fct.summation_atol(x, fc.server_value(jnp.float32(-100))) == pytest.approx(2 * 5 * eps * 100)
+    assert fct.summation_atol(jnp.ones(3), num_clients=2) == pytest.approx(2 * 2 * eps * 1)
+    # Integers sum exactly: only the allowance for flushed subnormals remains.
+    assert fct.summation_atol(fc.clients_value(jnp.array([3, 4]))) == 2 * float(np.finfo(np.float32).tiny)
 
 
 def test_permute_clients_and_bad_input():
