@@ -154,8 +154,11 @@ def _leaves(tree):
 
 def test_an_existing_run_is_not_overwritten_by_accident(reference, capsys):
     out, _ = reference
+    before = (out / "metrics.jsonl").read_bytes()
     assert main(["train", "--out", str(out)]) == 2
-    assert "already holds a run" in capsys.readouterr().err and "--resume" in capsys.readouterr().err + "--resume"
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume" in err and "--overwrite" in err
+    assert (out / "metrics.jsonl").read_bytes() == before
 
 
 _KILL_SCRIPT = """
