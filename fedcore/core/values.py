@@ -94,7 +94,7 @@ class FederatedValue(eqx.Module):
         return FederatedType(member, self.placement, self.all_equal)
 
     def __getitem__(self, key: Any) -> "FederatedValue":
-        if self.per_client and hasattr(self.value, "ndim"):
+        if self.per_client and hasattr(_member_shapes(self.value), "ndim"):
             # An array member: index inside each client's array, after the clients axis.
             key = key if isinstance(key, tuple) else (key,)
             return FederatedValue(self.value[(slice(None), *key)], self.placement, False)

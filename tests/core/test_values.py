@@ -53,6 +53,10 @@ def test_indexing_an_array_member_indexes_each_client_not_the_clients():
     assert x[1:].num_clients == 4 and str(x[1:].type) == "{f32[2]}@CLIENTS"
     np.testing.assert_array_equal(fc.server_value(jnp.arange(3.0))[2].value, 2.0)
     np.testing.assert_array_equal(fc.broadcast(fc.server_value(jnp.arange(3.0)))[2].value, 2.0)
+    for strategy, options in [("vmap", {}), ("loop", {}), ("chunked", {"chunk_size": 3})]:  # chunked: a deferred member
+        with fc.execution(strategy, **options):
+            y = fc.map(lambda a: a + 1, x)[0]
+        np.testing.assert_array_equal(np.asarray(y), [1.0, 4.0, 7.0, 10.0], err_msg=strategy)
 
 
 def test_float_and_array_conversions():
