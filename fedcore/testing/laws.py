@@ -143,15 +143,16 @@ def assert_federated_close(
     )[0]
     for (path, a), e in zip(paths, _leaves(expected), strict=True):
         a, e = np.asarray(a), np.asarray(e)
+        leaf = jax.tree_util.keystr(path) or "<root>"
         if a.shape != e.shape:
-            raise AssertionError(f"{law}: leaf {jax.tree_util.keystr(path) or '<root>'} has shape {a.shape}, expected {e.shape}.")
+            raise AssertionError(f"{law}: leaf {leaf} has shape {a.shape}, expected {e.shape}.")
         a64, e64 = a.astype(np.float64), e.astype(np.float64)
         ok = np.isclose(a64, e64, rtol=rtol, atol=atol, equal_nan=True)
         if not np.all(ok):
             where = tuple(int(i) for i in np.argwhere(~ok)[0])
             diff = float(np.max(np.abs(a64 - e64)[~ok]))
             raise AssertionError(
-                f"{law}: leaf {jax.tree_util.keystr(path) or '<root>'} differs at index {where}: "
+                f"{law}: leaf {leaf} differs at index {where}: "
                 f"got {a[where].item()!r}, expected {e[where].item()!r} (max |difference| {diff:.3g}; "
                 f"allowed atol={atol:.3g} + rtol={rtol:.3g} * |expected|)."
             )
@@ -325,7 +326,9 @@ def check_weight_scale_invariance(
     ```
     """
     if not (is_placed(weights) and weights.per_client):
-        raise TypeError(f"check_weight_scale_invariance: weights must be {{f32}}@CLIENTS, got {_fmt_type(type_of(weights))}.")
+        raise TypeError(
+            f"check_weight_scale_invariance: weights must be {{f32}}@CLIENTS, got {_fmt_type(type_of(weights))}."
+        )
     reference = aggregator(client_value, weights)
     tolerance = summation_atol(client_value, weights, reference) if atol is None else atol
     for scale in scales:

@@ -163,7 +163,9 @@ def arrays(
     return strategy.map(jnp.asarray)
 
 
-def _fill(member: PyTree[TensorType], leading: tuple[int, ...], elements: st.SearchStrategy | None) -> st.SearchStrategy:
+def _fill(
+    member: PyTree[TensorType], leading: tuple[int, ...], elements: st.SearchStrategy | None
+) -> st.SearchStrategy:
     is_leaf = lambda x: isinstance(x, TensorType)  # noqa: E731
     leaves, treedef = jax.tree.flatten(member, is_leaf=is_leaf)
     for leaf in leaves:
@@ -173,7 +175,9 @@ def _fill(member: PyTree[TensorType], leading: tuple[int, ...], elements: st.Sea
     return drawn.map(lambda xs: jax.tree.unflatten(treedef, list(xs)))
 
 
-def _members(member: Any, shapes: Sequence[tuple[int, ...]], dtypes: Sequence[Any], max_leaves: int) -> st.SearchStrategy:
+def _members(
+    member: Any, shapes: Sequence[tuple[int, ...]], dtypes: Sequence[Any], max_leaves: int
+) -> st.SearchStrategy:
     if member is None:
         return member_types(shapes, dtypes, max_leaves)
     return _as_strategy(member)

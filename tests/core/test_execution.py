@@ -83,7 +83,8 @@ def test_loop_and_vmap_agree_on_mean_sum_min_max(xw):
 def test_loop_and_vmap_agree_on_aggregate(xw):
     x, _ = xw
     r = fct.check_strategies_agree(_aggregate, x)
-    counts = {int(t) for t in jax.tree.leaves(jax.tree.map(lambda d: d["n"], r.value, is_leaf=lambda d: isinstance(d, dict) and "n" in d))}
+    is_stats = lambda d: isinstance(d, dict) and "n" in d  # noqa: E731
+    counts = {int(t) for t in jax.tree.leaves(jax.tree.map(lambda d: d["n"], r.value, is_leaf=is_stats))}
     assert counts == {x.num_clients}
 
 

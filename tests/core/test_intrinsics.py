@@ -345,7 +345,11 @@ WRONG_PLACEMENTS = {
     "concat-server": (lambda: fc.concat(_X, _S), "concat (argument 1) expects {T}@CLIENTS", "f32[3]@SERVER"),
     "concat-all-equal": (lambda: fc.concat(_EQ), "{T}@CLIENTS (one value per client)", "f32[3]@CLIENTS"),
     "concat-unplaced": (lambda: fc.concat(_U), "{T}@CLIENTS", "f32[3] (unplaced)"),
-    "concat-member-type": (lambda: fc.concat(_X, _XI), "one member type; argument 0 is {f32[3]}@CLIENTS", "argument 1 is {i32}@CLIENTS"),
+    "concat-member-type": (
+        lambda: fc.concat(_X, _XI),
+        "one member type; argument 0 is {f32[3]}@CLIENTS",
+        "argument 1 is {i32}@CLIENTS",
+    ),
     "secure_sum-server": (lambda: fc.secure_sum(_SI, 8), "{int}@CLIENTS", "i32@SERVER"),
     "secure_sum-all-equal": (lambda: fc.secure_sum(_EQI, 8), "{int}@CLIENTS", "i32@CLIENTS"),
     "secure_sum-unplaced": (lambda: fc.secure_sum(jnp.ones(3, jnp.int32), 8), "{int}@CLIENTS", "i32[3] (unplaced)"),
