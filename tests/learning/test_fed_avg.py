@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 import fedcore as fc
 from fedcore import testing as fct
-from fedcore.data import batch_clients
 from fedcore.learning import (
     build_fed_prox,
     build_fed_sgd,

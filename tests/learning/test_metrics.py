@@ -47,7 +47,8 @@ def batch_outputs(draw):
 
 
 def _out(logits, labels, losses, mask):
-    return metrics.BatchOutput(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(mask, jnp.float32), jnp.asarray(losses))
+    as_mask = jnp.asarray(mask, jnp.float32)
+    return metrics.BatchOutput(jnp.asarray(logits), jnp.asarray(labels), as_mask, jnp.asarray(losses))
 
 
 @given(batch_outputs(), hnp.arrays(np.bool_, (SLOTS,)))
@@ -117,14 +118,16 @@ def test_metrics_are_sums_over_examples_not_means_of_client_means():
 def test_a_custom_metric_is_reported_by_name():
     # Metric states must be sums: here, the sum of squared logits and the example count.
     def update(state, out):
-        return {"total": state["total"] + jnp.sum(jnp.sum(out.predictions**2, -1) * out.mask), "count": state["count"] + jnp.sum(out.mask)}
+        squares = jnp.sum(out.predictions**2, -1) * out.mask
+        return {"total": state["total"] + jnp.sum(squares), "count": state["count"] + jnp.sum(out.mask)}
 
-    mean_sq = metrics.Metric("mean_squared_logit", lambda: {"total": jnp.float32(0), "count": jnp.float32(0)}, update,
-                             lambda s: s["total"] / s["count"])
+    zeros = lambda: {"total": jnp.float32(0), "count": jnp.float32(0)}  # noqa: E731
+    mean_sq = metrics.Metric("mean_squared_logit", zeros, update, lambda s: s["total"] / s["count"])
     model = dataclasses.replace(MODEL, metrics=(mean_sq, metrics.num_examples()))
     params = as_params(np.ones((CLASSES, 4), np.float32), np.zeros(CLASSES, np.float32))
     client = {"x": np.ones((3, 4), np.float32), "y": np.zeros(3, np.int32)}
     evaluator = build_fed_eval(model)
-    _, out = evaluator.next(evaluator.set_model_weights(evaluator.initialize(), params), fixed_batches([client], BATCH, 1, BATCH))
+    state = evaluator.set_model_weights(evaluator.initialize(), params)
+    _, out = evaluator.next(state, fixed_batches([client], BATCH, 1, BATCH))
     assert set(out["eval"].value) == {"mean_squared_logit", "num_examples"}
     assert float(out["eval"]["mean_squared_logit"]) == pytest.approx(CLASSES * 16.0)  # each logit is 4

@@ -154,7 +154,9 @@ class _ScaffoldProcess(LearningProcess):
             if not isinstance(client_ids, jax.core.Tracer):
                 ids = np.asarray(client_ids)
                 if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-                    raise TypeError(f"SCAFFOLD: client_ids must be a 1-D sequence of ints, got {ids.dtype} {ids.shape}.")
+                    raise TypeError(
+                        f"SCAFFOLD: client_ids must be a 1-D sequence of ints, got {ids.dtype} {ids.shape}."
+                    )
                 if ids.size and (ids.min() < 0 or ids.max() >= self.num_clients or np.unique(ids).size != ids.size):
                     raise ValueError(
                         "SCAFFOLD: client ids must be distinct and in [0, num_clients) = "
