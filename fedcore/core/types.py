@@ -174,7 +174,9 @@ class FunctionType:
 
     def __str__(self) -> str:
         params = [_format_any(p) for p in self.parameter]
-        if len(params) == 1:
+        if not params:
+            arg = ""  # TFF prints a no-argument function as `( -> T)`
+        elif len(params) == 1:
             arg = params[0]
         else:
             arg = "<" + ",".join(params) + ">"
