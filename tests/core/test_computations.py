@@ -175,3 +175,13 @@ def test_a_computation_works_as_a_method():
             return fc.apply(lambda m: m * self.k, fc.mean(x))
 
     assert float(Scaler(3.0).run(fc.clients_value(jnp.array([1.0, 3.0])))) == 6.0
+
+
+def test_a_no_argument_signature_prints_as_tff_does():
+    import jax.numpy as jnp
+
+    import fedcore as fc
+
+    make_zero = fc.computation(lambda: fc.server_value(jnp.float32(0)))
+    make_zero()
+    assert str(make_zero.type_signature) == "( -> f32@SERVER)"
