@@ -21,6 +21,7 @@ import contextvars
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import PyTree
@@ -97,15 +98,23 @@ class VmapStrategy(ExecutionStrategy):
 
 
 class LoopStrategy(ExecutionStrategy):
-    """The reference: a Python loop over clients, run eagerly (no `jit`).
+    """The reference: a Python loop over clients, run eagerly (no `jit` around the round).
 
-    Slow, simple and debuggable; other strategies are tested against it.
+    Simple and debuggable; other strategies are tested against it. The
+    per-client function is compiled once per `map` and reused for every
+    client (`jit_clients=True`, the default); `jit_clients=False` runs it
+    op by op, so breakpoints and prints inside it see every client.
     """
 
     name = "loop"
     jit = False
 
+    def __init__(self, jit_clients: bool = True):
+        self.jit_clients = bool(jit_clients)
+
     def map(self, fn, args, in_axes, num_clients):
+        if self.jit_clients:
+            fn = eqx.filter_jit(fn)
         outputs = []
         for i in range(num_clients):
             client_args = [
