@@ -126,7 +126,7 @@ def test_unknown_strategies_and_misplaced_options_are_errors():
 def test_strategies_compare_by_type_and_options():
     assert fc.VmapStrategy() == fc.VmapStrategy() and hash(fc.VmapStrategy()) == hash(fc.VmapStrategy())
     assert fc.VmapStrategy() != fc.LoopStrategy()
-    assert repr(fc.LoopStrategy()) == "LoopStrategy()"
+    assert repr(fc.LoopStrategy()) == "LoopStrategy(jit_clients=True)"
     assert fc.LoopStrategy.jit is False and fc.VmapStrategy.jit is True
 
 
