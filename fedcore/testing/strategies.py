@@ -159,7 +159,7 @@ def arrays(
     `elements` defaults to `default_elements(t.dtype)`.
     """
     dtype = np.dtype(t.dtype)
-    strategy = hnp.arrays(dtype, (*leading, *t.shape), elements=elements or default_elements(dtype))
+    strategy = hnp.arrays(dtype, (*leading, *t.shape), elements=elements if elements is not None else default_elements(dtype))
     return strategy.map(jnp.asarray)
 
 
