@@ -1,7 +1,7 @@
 """The federated core: placements, federated types, placed values, intrinsics,
 computations, iterative processes and execution strategies."""
 
-from .batches import ClientBatches
+from .batches import ClientBatches, ClientPopulation, Cohort
 from .chunked import ChunkedStrategy, DeferredMap
 from .computations import Computation, abstract_value, computation
 from .execution import (
@@ -12,7 +12,7 @@ from .execution import (
     execution,
     register_strategy,
 )
-from .intrinsics import aggregate, collect, apply, broadcast, map, max, mean, min, secure_sum, sum, value, zip
+from .intrinsics import aggregate, collect, concat, apply, broadcast, map, max, mean, min, secure_sum, sum, value, zip
 from .placements import CLIENTS, SERVER, Placement
 from .processes import IterativeProcess
 from .sharded import ShardedStrategy
@@ -21,6 +21,8 @@ from .values import FederatedValue, clients_value, is_placed, server_value, type
 
 __all__ = [
     "ClientBatches",
+    "ClientPopulation",
+    "Cohort",
     "CLIENTS",
     "SERVER",
     "Placement",
@@ -46,6 +48,7 @@ __all__ = [
     "aggregate",
     "secure_sum",
     "collect",
+    "concat",
     "Computation",
     "computation",
     "abstract_value",

@@ -19,12 +19,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from ..core.batches import ClientBatches
+from ..core.batches import ClientBatches, ClientPopulation
 
-__all__ = ["ClientBatches", "batch_clients", "bucket_size"]
+__all__ = ["ClientBatches", "ClientPopulation", "batch_clients", "batch_population", "bucket_size"]
 
 
 def bucket_size(n: int, bucket: str | int | None = "pow2") -> int:
@@ -58,6 +57,43 @@ def _client_length(i: int, client: Mapping[str, Any]) -> int:
     return n
 
 
+def _check_clients(
+    op: str, client_datasets: Sequence[Mapping[str, Any]], batch_size: Any, epochs: Any, shuffle: bool, key: Any
+) -> tuple[list[int], set[str]]:
+    """Validates batching arguments; returns every client's example count and the keys."""
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
+    if len(client_datasets) == 0:
+        raise ValueError(f"{op} got no clients.")
+    if shuffle and key is None:
+        raise ValueError("shuffle=True needs a PRNG key (key=jax.random.key(seed)).")
+    lengths = [_client_length(i, c) for i, c in enumerate(client_datasets)]
+    keys = set(client_datasets[0])
+    for i, c in enumerate(client_datasets):
+        if set(c) != keys:
+            raise ValueError(f"Client {i} has keys {sorted(c)}, but client 0 has {sorted(keys)}.")
+    return lengths, keys
+
+
+def _index_tables(
+    lengths: Sequence[int], offsets: Sequence[int], slots: int, epochs: int, shuffle: bool, key: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every client's visits (`epochs` passes, in order or reshuffled per epoch) as `[clients, slots]` rows and mask."""
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel()) if shuffle else None
+    index = np.zeros((len(lengths), slots), np.int32)
+    mask = np.zeros((len(lengths), slots), bool)
+    for i, (n, offset) in enumerate(zip(lengths, offsets)):
+        order = [rng.permutation(n) if rng is not None else np.arange(n) for _ in range(epochs)]
+        visits = np.concatenate(order)
+        index[i, : visits.size] = visits + offset
+        # Padding slots point at the client's own first example (never read as data: mask False).
+        index[i, visits.size :] = offset
+        mask[i, : visits.size] = True
+    return index, mask
+
+
 def batch_clients(
     client_datasets: Sequence[Mapping[str, Any]],
     batch_size: int,
@@ -85,33 +121,10 @@ def batch_clients(
     ((2, 16, 20), 270)
     ```
     """
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
-    if len(client_datasets) == 0:
-        raise ValueError("batch_clients got no clients.")
-    if shuffle and key is None:
-        raise ValueError("shuffle=True needs a PRNG key (key=jax.random.key(seed)).")
-    lengths = [_client_length(i, c) for i, c in enumerate(client_datasets)]
-    keys = set(client_datasets[0])
-    for i, c in enumerate(client_datasets):
-        if set(c) != keys:
-            raise ValueError(f"Client {i} has keys {sorted(c)}, but client 0 has {sorted(keys)}.")
-
+    lengths, keys = _check_clients("batch_clients", client_datasets, batch_size, epochs, shuffle, key)
     num_steps = bucket_size(max(math.ceil(n * epochs / batch_size) for n in lengths), pad_steps)
     num_examples = bucket_size(max(lengths), pad_examples)
-    rng = None
-    if shuffle:
-        rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
-
-    index = np.zeros((len(lengths), num_steps * batch_size), np.int32)
-    mask = np.zeros((len(lengths), num_steps * batch_size), bool)
-    for i, n in enumerate(lengths):
-        order = [rng.permutation(n) if rng is not None else np.arange(n) for _ in range(epochs)]
-        visits = np.concatenate(order)
-        index[i, : visits.size] = visits
-        mask[i, : visits.size] = True
+    index, mask = _index_tables(lengths, [0] * len(lengths), num_steps * batch_size, epochs, shuffle, key)
 
     data = {}
     for k in sorted(keys):
@@ -124,6 +137,52 @@ def batch_clients(
                     f"Client {i}'s '{k}' has example shape {arr.shape[1:]}, but client 0's is {first.shape[1:]}."
                 )
             stacked[i, : arr.shape[0]] = arr
-        data[k] = jnp.asarray(stacked)
+        data[k] = jax.device_put(stacked)
     shape = (len(lengths), num_steps, batch_size)
-    return ClientBatches(data, jnp.asarray(index.reshape(shape)), jnp.asarray(mask.reshape(shape)))
+    # device_put, not jnp.asarray: the latter compiles a copy for every new shape (~10 ms each).
+    return ClientBatches(data, jax.device_put(index.reshape(shape)), jax.device_put(mask.reshape(shape)))
+
+
+def batch_population(
+    client_datasets: Sequence[Mapping[str, Any]],
+    batch_size: int,
+    epochs: int = 1,
+    shuffle: bool = False,
+    key: jax.Array | None = None,
+) -> ClientPopulation:
+    """Batches a whole population once, for rounds that each select a few of its clients.
+
+    The batches are `batch_clients`'s (the same visit order for the same
+    `key`), but every client's examples go into one store on device, each
+    stored once and unpadded; each round passes only the ids of its clients
+    (`population.select(ids)`), whose batches are gathered inside the jitted
+    round. Every round has the same shapes (one compile per cohort size).
+    The visit order is fixed when the population is built: rebuild it with
+    another `key` to reshuffle.
+
+    ```python
+    >>> import numpy as np
+    >>> clients = [{"x": np.zeros((n, 784), np.float32), "y": np.zeros(n, np.int32)} for n in (20, 27, 90)]
+    >>> population = batch_population(clients, batch_size=20, epochs=10)
+    >>> population.data["x"].shape, population.index.shape
+    ((137, 784), (3, 45, 20))
+    >>> cohort = population.select(np.array([2, 0]))  # then: process.next(state, cohort)
+    ```
+    """
+    lengths, keys = _check_clients("batch_population", client_datasets, batch_size, epochs, shuffle, key)
+    num_steps = max(math.ceil(n * epochs / batch_size) for n in lengths)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    if int(offsets[-1]) + lengths[-1] > np.iinfo(np.int32).max:
+        raise ValueError("batch_population: more than 2**31 examples in total; split the population.")
+    index, mask = _index_tables(lengths, offsets, num_steps * batch_size, epochs, shuffle, key)
+    data = {}
+    for k in sorted(keys):
+        arrays = [np.asarray(c[k]) for c in client_datasets]
+        for i, arr in enumerate(arrays):
+            if arr.shape[1:] != arrays[0].shape[1:]:
+                raise ValueError(
+                    f"Client {i}'s '{k}' has example shape {arr.shape[1:]}, but client 0's is {arrays[0].shape[1:]}."
+                )
+        data[k] = jax.device_put(np.concatenate(arrays))
+    shape = (len(lengths), num_steps, batch_size)
+    return ClientPopulation(data, jax.device_put(index.reshape(shape)), jax.device_put(mask.reshape(shape)))

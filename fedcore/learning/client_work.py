@@ -1,9 +1,12 @@
 """Client work: what one client does with its batches, as pure functions.
 
 These functions see ONE client (`data: [examples, ...]`, `index, mask:
-[steps, batch]`, a slice of `fedcore.data.ClientBatches`); algorithms `fc.map`
-them over the clients. Steps are scanned by index and each batch is gathered
-from the client's examples, so no per-step copy of the data is made.
+[steps, batch]`, a slice of `fedcore.data.ClientBatches`); algorithms map
+them over the clients with `map_clients`. Each batch is gathered by index
+from the client's examples inside the loop, so the data is never copied, and
+the loop stops after the client's last non-empty batch: padding steps cost
+nothing, even when clients with fewer steps are vmapped with larger ones
+(the vmapped loop runs as long as its largest client).
 """
 
 from __future__ import annotations
@@ -16,10 +19,21 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float, Int, PyTree
 
+import fedcore.core as fc
+
+from ..core.batches import ClientBatches, ClientPopulation, Cohort, num_real_steps
 from . import metrics as _metrics
 from .models import Model
 
-__all__ = ["LocalResult", "local_training", "local_evaluation", "local_gradient", "batch_at"]
+__all__ = [
+    "LocalResult",
+    "local_training",
+    "local_evaluation",
+    "local_gradient",
+    "batch_at",
+    "map_clients",
+    "default_group_size",
+]
 
 
 class LocalResult(NamedTuple):
@@ -64,8 +78,8 @@ def local_training(
         total = loss if extra_loss is None else loss + extra_loss(p)
         return total, out
 
-    def step(carry, s):
-        p, opt_state, states = carry
+    def step(s, carry):
+        p, opt_state, states, steps = carry
         batch, mask = batch_at(client, s)
         (_, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, batch, mask)
         if grad_correction is not None:
@@ -74,37 +88,130 @@ def local_training(
         new_p = optax.apply_updates(p, updates)
         nonempty = jnp.any(mask)
         p, opt_state = _tree_where(nonempty, (new_p, new_opt_state), (p, opt_state))
-        return (p, opt_state, _metrics.update_all(model.metrics, states, out)), nonempty
+        return p, opt_state, _metrics.update_all(model.metrics, states, out), steps + nonempty.astype(jnp.int32)
 
-    init = (params, optimizer.init(params), _metrics.init_all(model.metrics))
-    (p, _, states), nonempty = jax.lax.scan(step, init, jnp.arange(client.index.shape[0]))
-    return LocalResult(p, states, jnp.sum(client.mask).astype(jnp.float32), jnp.sum(nonempty).astype(jnp.int32))
+    init = (params, optimizer.init(params), _metrics.init_all(model.metrics), jnp.int32(0))
+    p, _, states, steps = jax.lax.fori_loop(0, num_real_steps(client.mask), step, init)
+    return LocalResult(p, states, jnp.sum(client.mask).astype(jnp.float32), steps)
 
 
 def local_evaluation(model: Model, params: PyTree, client: Any) -> dict[str, Any]:
     """Metric states (sums) of `params` on every batch of one client."""
 
-    def step(states, s):
+    def step(s, states):
         batch, mask = batch_at(client, s)
         _, out = model.batch_outputs(params, batch, mask)
-        return _metrics.update_all(model.metrics, states, out), None
+        return _metrics.update_all(model.metrics, states, out)
 
-    states, _ = jax.lax.scan(step, _metrics.init_all(model.metrics), jnp.arange(client.index.shape[0]))
-    return states
+    return jax.lax.fori_loop(0, num_real_steps(client.mask), step, _metrics.init_all(model.metrics))
 
 
 def local_gradient(model: Model, params: PyTree, client: Any) -> tuple[PyTree, dict[str, Any], Float[Array, ""]]:
     """The gradient of the client's example-mean loss at `params` (all batches), its metric states and example count."""
 
-    def step(carry, s):
+    def step(s, carry):
         grad_sum, states = carry
         batch, mask = batch_at(client, s)
         (_, out), grads = jax.value_and_grad(model.batch_outputs, has_aux=True)(params, batch, mask)
         count = jnp.sum(mask).astype(jnp.float32)
         grad_sum = jax.tree.map(lambda acc, g: acc + g * count, grad_sum, grads)
-        return (grad_sum, _metrics.update_all(model.metrics, states, out)), None
+        return grad_sum, _metrics.update_all(model.metrics, states, out)
 
     zeros = jax.tree.map(jnp.zeros_like, params)
-    (grad_sum, states), _ = jax.lax.scan(step, (zeros, _metrics.init_all(model.metrics)), jnp.arange(client.index.shape[0]))
+    init = (zeros, _metrics.init_all(model.metrics))
+    grad_sum, states = jax.lax.fori_loop(0, num_real_steps(client.mask), step, init)
     n = jnp.sum(client.mask).astype(jnp.float32)
     return jax.tree.map(lambda g: g / jnp.maximum(n, 1.0), grad_sum), states, n
+
+
+def default_group_size(num_clients: int, backend: str | None = None) -> int:
+    """How many clients `map_clients` runs side by side (vmapped) under the default `vmap` strategy.
+
+    On CPU, 1: clients run one after another inside the jitted round, as
+    measured fastest there (XLA:CPU gains nothing from batching small
+    per-client models, see docs/performance.md). On accelerators, about an
+    eighth of the round: 8 groups of similar step counts, each group vmapped.
+
+    ```python
+    >>> default_group_size(50, "cpu"), default_group_size(50, "gpu"), default_group_size(3, "gpu")
+    (1, 7, 1)
+    ```
+    """
+    backend = backend or jax.default_backend()
+    return 1 if backend == "cpu" else max(1, -(-num_clients // 8))
+
+
+def _is_client_data(x: Any) -> bool:
+    return isinstance(x, Cohort) or (fc.is_placed(x) and isinstance(x.value, ClientBatches))
+
+
+def _take(x: fc.FederatedValue, positions: Array) -> fc.FederatedValue:
+    """The clients `positions` of a per-client value, in that order."""
+    return fc.clients_value(jax.tree.map(lambda a: a[positions], x.value))
+
+
+def map_clients(fn: Callable[..., PyTree], *args: Any) -> fc.FederatedValue:
+    """`fc.map(fn, *args)` where one argument is the round's client data; `fn` sees one client's batches.
+
+    The client data is `{ClientBatches}@CLIENTS` or a placed `Cohort` (a
+    population's selected clients, gathered by id from the device-resident
+    store: no client data is copied). Under the default `vmap` strategy the
+    clients run in groups of `group_size` (the cohort's, else
+    `default_group_size`): one `lax.scan` over the groups, each group
+    vmapped. Clients are sorted by step count first, so a group's loop runs
+    as long as its own largest client, never the round's largest; with
+    groups of one client nothing is padded. Results come back in the
+    clients' order. Other strategies map all clients as they do for `fc.map`.
+
+    ```python
+    >>> # out = map_clients(client_update, fc.broadcast(params), client_data)
+    ```
+    """
+    positions = [i for i, a in enumerate(args) if _is_client_data(a)]
+    if len(positions) != 1:
+        raise TypeError(
+            "map_clients needs exactly one client-data argument ({ClientBatches}@CLIENTS or a placed Cohort), "
+            f"got {len(positions)}."
+        )
+    (pos,) = positions
+    data, before, after = args[pos], args[:pos], args[pos + 1 :]
+    grouped = type(fc.current_strategy()) is fc.VmapStrategy
+    if isinstance(data, Cohort):
+        population, ids, group_size = data.population, data.ids, data.group_size
+    elif grouped:
+        population = fc.clients_value(ClientPopulation.from_batches(data.value), all_equal=True)
+        ids, group_size = fc.clients_value(jnp.arange(data.num_clients, dtype=jnp.int32)), None
+    else:
+        return fc.map(fn, *args)
+
+    def on_client(*xs: Any) -> PyTree:
+        return fn(*xs[:pos], xs[pos].client(xs[pos + 1]), *xs[pos + 2 :])
+
+    everyone = [*before, population, ids, *after]
+    if not grouped:
+        return fc.map(on_client, *everyone)
+    per_client = [fc.is_placed(x) and x.per_client for x in everyone]
+    num_clients = ids.num_clients
+    if any(x.num_clients != num_clients for x, pc in zip(everyone, per_client) if pc):
+        detail = ", ".join(f"{x.type} with {x.num_clients} clients" for x, pc in zip(everyone, per_client) if pc)
+        raise ValueError(f"map_clients: per-client arguments disagree on the number of clients: {detail}.")
+    width = min(group_size or default_group_size(num_clients), num_clients)
+    num_groups = -(-num_clients // width)
+    if width == 1:  # one client at a time: nothing is padded, no need to sort
+        order = jnp.arange(num_clients)
+    else:
+        steps = jax.vmap(lambda i: num_real_steps(population.value.mask[i]))(ids.value)
+        order = jnp.argsort(steps, stable=True)
+    # Groups of `width` clients, smallest first; the first group repeats the smallest client as padding.
+    padding = num_groups * width - num_clients
+    groups = order[jnp.maximum(jnp.arange(num_groups * width) - padding, 0)].reshape(num_groups, width)
+
+    def run_group(carry: None, members: Array) -> tuple[None, PyTree]:
+        group = [_take(x, members) if pc else x for x, pc in zip(everyone, per_client)]
+        return None, fc.map(on_client, *group).value
+
+    _, stacked = jax.lax.scan(run_group, None, groups)
+    by_rank = jax.tree.map(lambda a: a.reshape(num_groups * width, *a.shape[2:])[padding:], stacked)
+    if width == 1:
+        return fc.clients_value(by_rank)
+    return _take(fc.clients_value(by_rank), jnp.argsort(order))  # back to the clients' order

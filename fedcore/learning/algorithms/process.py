@@ -48,8 +48,16 @@ def client_weight(weighting: ClientWeighting | Callable[[Any], Array], result: A
     raise ValueError(f"client_weighting must be a ClientWeighting or a callable, got {weighting!r}.")
 
 
-def place_client_data(data: Any) -> fc.FederatedValue:
-    """Accepts `ClientBatches`, their materialized dict, or a placed value; returns `{ClientBatches}@CLIENTS`."""
+def place_client_data(data: Any) -> fc.FederatedValue | fc.Cohort:
+    """Accepts `ClientBatches`, their materialized dict, or a placed value; returns `{ClientBatches}@CLIENTS`.
+
+    A `Cohort` (`population.select(ids)`) is returned with its population
+    placed all-equal at CLIENTS and its ids as `{i32}@CLIENTS`.
+    """
+    if isinstance(data, fc.Cohort):
+        if fc.is_placed(data.population):
+            return data
+        return fc.Cohort(fc.clients_value(data.population, all_equal=True), fc.clients_value(data.ids), data.group_size)
     if fc.is_placed(data):
         if not data.per_client:
             raise fc.PlacementError(f"Client data must be per-client ({{ClientBatches}}@CLIENTS), got {data.type}.")
