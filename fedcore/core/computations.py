@@ -74,6 +74,10 @@ class Computation:
         *,
         donate: str = "none",
     ):
+        if donate not in ("none", "first", "all", "all-except-first", "warn", "warn-except-first"):
+            raise ValueError(
+                f"donate must be 'none', 'first', 'all', 'all-except-first', 'warn' or 'warn-except-first', got {donate!r}."
+            )
         functools.update_wrapper(self, fn)
         self.fn = fn
         self._donate = donate
@@ -95,7 +99,15 @@ class Computation:
             def record(*args: Any) -> Any:
                 return self._record(*args)
 
-            program = eqx.filter_jit(record, donate=self._donate)
+            if self._donate == "first":
+                # equinox donates "all-except-first": hand it the other arguments first.
+                def record_first_last(rest: tuple[Any, ...], first: Any) -> Any:
+                    return self._record(first, *rest)
+
+                donating = eqx.filter_jit(record_first_last, donate="all-except-first")
+                program = lambda first, *rest: donating(rest, first)  # noqa: E731
+            else:
+                program = eqx.filter_jit(record, donate=self._donate)
             self._compiled[strategy] = program
         return program
 
@@ -152,7 +164,10 @@ def computation(
     ```
 
     `parameter_types` (federated types, e.g. from `fc.type_of`) type-checks the
-    computation at once; `donate` is passed to `equinox.filter_jit`.
+    computation at once; `donate` is passed to `equinox.filter_jit`, or is
+    `"first"`: the first argument's buffers (e.g. a process's state) are
+    donated, so XLA may update them in place; the caller must not use that
+    argument again.
     """
     if fn is None:
         return lambda f: Computation(f, parameter_types, donate=donate)

@@ -13,7 +13,7 @@
 """
 
 from . import datasets, download, partition
-from .batching import batch_clients
+from .batching import batch_clients, batch_population
 from .client_data import ClientData, HDF5ClientData, InMemoryClientData, UnknownClientError, from_clients_dict
 from .sampling import (
     ClientSampler,
@@ -43,4 +43,5 @@ __all__ = [
     "datasets",
     "download",
     "batch_clients",
+    "batch_population",
 ]
