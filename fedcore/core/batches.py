@@ -28,11 +28,16 @@ class ClientBatches(eqx.Module):
 
     A padded slot (mask False) contributes nothing: no loss, no gradient, no
     count. A step whose mask is all False is skipped (no optimizer step).
+
+    `step_bound` (optional, one int for all clients): no client has real steps
+    from there on. A group of clients vmapped together gets its largest step
+    count here, so their step loops stop there (see `map_clients`).
     """
 
     data: dict[str, Array]
     index: Int[Array, "clients steps batch"]
     mask: Bool[Array, "clients steps batch"]
+    step_bound: Int[Array, ""] | None = None
 
     @property
     def num_clients(self) -> int:
@@ -124,9 +129,9 @@ class ClientPopulation(eqx.Module):
     def num_clients(self) -> int:
         return int(self.index.shape[0])
 
-    def client(self, i: Int[Array, ""] | int) -> ClientBatches:
+    def client(self, i: Int[Array, ""] | int, step_bound: Int[Array, ""] | None = None) -> ClientBatches:
         """Client `i`'s batches: the shared `data`, its `index` rows `[steps, batch]` and `mask`."""
-        return ClientBatches(self.data, self.index[i], self.mask[i])
+        return ClientBatches(self.data, self.index[i], self.mask[i], step_bound)
 
     def select(self, ids: Any, group_size: int | None = None) -> "Cohort":
         """The cohort of clients `ids` (ints in `[0, num_clients)`), e.g. a round's sample.

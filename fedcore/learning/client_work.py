@@ -55,26 +55,35 @@ def _tree_where(pred: Array, new: PyTree, old: PyTree) -> PyTree:
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
 
 
-def _run_real_steps(step: Callable[[Array, Any], Any], init: Any, mask: Array, block: int = 8) -> Any:
+def _run_real_steps(
+    step: Callable[[Array, Any], Any], init: Any, mask: Array, block: int = 8, bound: Array | None = None
+) -> Any:
     """`carry = step(s, carry)` for the client's real steps (up to its last non-empty batch).
 
     Scans the padded steps in blocks of `block`; a `lax.cond` skips every block
     (and then every step) past the client's last batch. Skipped work costs
-    nothing when clients run one after another (a select when vmapped), and,
+    nothing when clients run one after another (a select when vmapped, unless
+    `bound` is given), and,
     unlike a loop with a dynamic trip count, this stays reverse-mode
-    differentiable (`jax.grad` through rounds).
+    differentiable (`jax.grad` through rounds). `bound`, if given, is shared
+    by every client vmapped together (their largest step count): blocks past
+    it are skipped by a real `lax.cond` even when vmapped.
     """
     num_steps = mask.shape[0]
     num_real = num_real_steps(mask)
     block = block if num_steps % block == 0 else 1
     skip = lambda c: c  # noqa: E731
 
+    # With a shared `bound`, steps between a client's last batch and the bound run
+    # on all-empty batches, which change nothing; the conds stay real under vmap.
+    last = num_real if bound is None else bound
+
     def one_step(carry, s):
-        return jax.lax.cond(s < num_real, lambda c: step(s, c), skip, carry), None
+        return jax.lax.cond(s < last, lambda c: step(s, c), skip, carry), None
 
     def one_block(carry, first):
         run = lambda c: jax.lax.scan(one_step, c, first + jnp.arange(block))[0]  # noqa: E731
-        return jax.lax.cond(first < num_real, run, skip, carry), None
+        return jax.lax.cond(first < last, run, skip, carry), None
 
     carry, _ = jax.lax.scan(one_block, init, jnp.arange(0, num_steps, block))
     return carry
@@ -116,7 +125,7 @@ def local_training(
         return p, opt_state, _metrics.update_all(model.metrics, states, out), steps + nonempty.astype(jnp.int32)
 
     init = (params, optimizer.init(params), _metrics.init_all(model.metrics), jnp.int32(0))
-    p, _, states, steps = _run_real_steps(step, init, client.mask)
+    p, _, states, steps = _run_real_steps(step, init, client.mask, bound=client.step_bound)
     return LocalResult(p, states, jnp.sum(client.mask).astype(jnp.float32), steps)
 
 
@@ -128,7 +137,7 @@ def local_evaluation(model: Model, params: PyTree, client: Any) -> dict[str, Any
         _, out = model.batch_outputs(params, batch, mask)
         return _metrics.update_all(model.metrics, states, out)
 
-    return _run_real_steps(step, _metrics.init_all(model.metrics), client.mask)
+    return _run_real_steps(step, _metrics.init_all(model.metrics), client.mask, bound=client.step_bound)
 
 
 def local_gradient(model: Model, params: PyTree, client: Any) -> tuple[PyTree, dict[str, Any], Float[Array, ""]]:
@@ -144,7 +153,7 @@ def local_gradient(model: Model, params: PyTree, client: Any) -> tuple[PyTree, d
 
     zeros = jax.tree.map(jnp.zeros_like, params)
     init = (zeros, _metrics.init_all(model.metrics))
-    grad_sum, states = _run_real_steps(step, init, client.mask)
+    grad_sum, states = _run_real_steps(step, init, client.mask, bound=client.step_bound)
     n = jnp.sum(client.mask).astype(jnp.float32)
     return jax.tree.map(lambda g: g / jnp.maximum(n, 1.0), grad_sum), states, n
 
@@ -209,8 +218,8 @@ def map_clients(fn: Callable[..., PyTree], *args: Any) -> fc.FederatedValue:
     else:
         return fc.map(fn, *args)
 
-    def on_client(*xs: Any) -> PyTree:
-        return fn(*xs[:pos], xs[pos].client(xs[pos + 1]), *xs[pos + 2 :])
+    def on_client(*xs: Any, step_bound: Array | None = None) -> PyTree:
+        return fn(*xs[:pos], xs[pos].client(xs[pos + 1], step_bound), *xs[pos + 2 :])
 
     everyone = [*before, population, ids, *after]
     if not grouped:
@@ -222,23 +231,20 @@ def map_clients(fn: Callable[..., PyTree], *args: Any) -> fc.FederatedValue:
         raise ValueError(f"map_clients: per-client arguments disagree on the number of clients: {detail}.")
     width = min(group_size or default_group_size(num_clients), num_clients)
     num_groups = -(-num_clients // width)
-    if width == 1:  # one client at a time: nothing is padded, no need to sort
-        order = jnp.arange(num_clients)
-    else:
-        steps = jax.vmap(lambda i: num_real_steps(population.value.mask[i]))(ids.value)
-        order = jnp.argsort(steps, stable=True)
+    steps = jax.vmap(lambda i: num_real_steps(population.value.mask[i]))(ids.value)
+    # One client at a time: nothing is padded, no need to sort.
+    order = jnp.arange(num_clients) if width == 1 else jnp.argsort(steps, stable=True)
     # Groups of `width` clients, smallest first; the first group repeats the smallest client as padding.
     padding = num_groups * width - num_clients
     groups = order[jnp.maximum(jnp.arange(num_groups * width) - padding, 0)].reshape(num_groups, width)
 
     def run_group(carry: None, members: Array) -> tuple[None, PyTree]:
         group = [_take(x, members) if pc else x for x, pc in zip(everyone, per_client)]
-        if width == 1:
-            # One client: call it unbatched, so its step loop's `lax.cond` skips
-            # padded steps (under vmap a cond computes both branches).
-            single = [jax.tree.map(lambda a: a[0], x.value) if pc else x.value for x, pc in zip(group, per_client)]
-            return None, jax.tree.map(lambda a: a[None], on_client(*single))
-        return None, fc.map(on_client, *group).value
+        # The group's largest step count, one value for all its clients (unbatched under
+        # vmap): their step loops skip the steps past it with a real `lax.cond` (a cond on
+        # a per-client value would become a select, computing every padded step).
+        bound = fc.clients_value(jnp.max(steps[members]), all_equal=True)
+        return None, fc.map(lambda *xs: on_client(*xs[:-1], step_bound=xs[-1]), *group, bound).value
 
     _, stacked = jax.lax.scan(run_group, None, groups)
     by_rank = jax.tree.map(lambda a: a.reshape(num_groups * width, *a.shape[2:])[padding:], stacked)

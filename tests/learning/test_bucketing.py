@@ -16,6 +16,8 @@ by ~1e-2).
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -135,3 +137,22 @@ def test_map_clients_rejects_disagreeing_client_counts():
     cohort = place_client_data(POPULATION.select(np.array([0, 1])))
     with pytest.raises(ValueError, match=r"disagree on the number of clients: .*2 clients.*3 clients"):
         map_clients(lambda c, t: t, cohort, fc.clients_value(jnp.ones(3)))
+
+
+def test_a_vmapped_group_runs_only_up_to_its_largest_client():
+    # Count the training steps that run: a debug callback in the loss fires once per
+    # executed (vmapped) step, also on a branch that a vmapped cond computes and discards.
+    calls = []
+
+    def counted_loss(predictions, labels):
+        jax.debug.callback(lambda: calls.append(1))
+        return MODEL.loss(predictions, labels)
+
+    process = build_weighted_fed_avg(dataclasses.replace(MODEL, loss=counted_loss), optax.sgd(0.1))
+    ids = np.array([0, 4])  # 1 and 4 steps; the population pads every client to 8
+    assert POPULATION.index.shape[1] == 8
+    jax.block_until_ready(process.next(process.initialize(), POPULATION.select(ids, group_size=2)))
+    assert len(calls) == 4, "the group's largest client's 4 steps, not the population's 8"
+    calls.clear()
+    jax.block_until_ready(process.next(process.initialize(), POPULATION.select(ids, group_size=1)))
+    assert len(calls) == 1 + 4, "one client at a time: each runs its own steps"
