@@ -221,9 +221,14 @@ def map_clients(fn: Callable[..., PyTree], *args: Any) -> fc.FederatedValue:
     def on_client(*xs: Any, step_bound: Array | None = None) -> PyTree:
         return fn(*xs[:pos], xs[pos].client(xs[pos + 1], step_bound), *xs[pos + 2 :])
 
+    def bounded(*xs: Any) -> PyTree:  # the last argument is the step bound
+        return on_client(*xs[:-1], step_bound=xs[-1])
+
     everyone = [*before, population, ids, *after]
+    steps = jax.vmap(lambda i: num_real_steps(population.value.mask[i]))(ids.value)
     if not grouped:
-        return fc.map(on_client, *everyone)
+        # One bound for the whole cohort: a strategy that vmaps chunks of it stops there.
+        return fc.map(bounded, *everyone, fc.clients_value(jnp.max(steps), all_equal=True))
     per_client = [fc.is_placed(x) and x.per_client for x in everyone]
     num_clients = ids.num_clients
     if any(x.num_clients != num_clients for x, pc in zip(everyone, per_client) if pc):
@@ -231,7 +236,6 @@ def map_clients(fn: Callable[..., PyTree], *args: Any) -> fc.FederatedValue:
         raise ValueError(f"map_clients: per-client arguments disagree on the number of clients: {detail}.")
     width = min(group_size or default_group_size(num_clients), num_clients)
     num_groups = -(-num_clients // width)
-    steps = jax.vmap(lambda i: num_real_steps(population.value.mask[i]))(ids.value)
     # One client at a time: nothing is padded, no need to sort.
     order = jnp.arange(num_clients) if width == 1 else jnp.argsort(steps, stable=True)
     # Groups of `width` clients, smallest first; the first group repeats the smallest client as padding.
@@ -244,7 +248,7 @@ def map_clients(fn: Callable[..., PyTree], *args: Any) -> fc.FederatedValue:
         # vmap): their step loops skip the steps past it with a real `lax.cond` (a cond on
         # a per-client value would become a select, computing every padded step).
         bound = fc.clients_value(jnp.max(steps[members]), all_equal=True)
-        return None, fc.map(lambda *xs: on_client(*xs[:-1], step_bound=xs[-1]), *group, bound).value
+        return None, fc.map(bounded, *group, bound).value
 
     _, stacked = jax.lax.scan(run_group, None, groups)
     by_rank = jax.tree.map(lambda a: a.reshape(num_groups * width, *a.shape[2:])[padding:], stacked)

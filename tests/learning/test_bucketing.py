@@ -156,3 +156,20 @@ def test_a_vmapped_group_runs_only_up_to_its_largest_client():
     calls.clear()
     jax.block_until_ready(process.next(process.initialize(), POPULATION.select(ids, group_size=1)))
     assert len(calls) == 1 + 4, "one client at a time: each runs its own steps"
+
+
+def test_other_strategies_stop_at_the_cohorts_largest_client():
+    calls = []
+
+    def counted_loss(predictions, labels):
+        jax.debug.callback(lambda: calls.append(1))
+        return MODEL.loss(predictions, labels)
+
+    process = build_weighted_fed_avg(dataclasses.replace(MODEL, loss=counted_loss), optax.sgd(0.1))
+    ids = np.array([0, 4])  # 1 and 4 steps of the population's 8
+    with fc.execution("chunked", chunk_size=2):
+        state, _ = process.next(process.initialize(), POPULATION.select(ids))
+    jax.block_until_ready(state)
+    assert len(calls) == 4, "one chunk of 2 clients runs the cohort's 4 steps, not 8"
+    expected, _ = _by_batch_clients(FED_AVG, ids)
+    _close(state.value.params, expected.value.params)
