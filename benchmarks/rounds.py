@@ -1,7 +1,7 @@
 """FedAvg round speed: fedcore against hand-written JAX baselines, side by side.
 
     python benchmarks/rounds.py                 # the full table (linear K=3,10,50,200; CNN K=10,50)
-    python benchmarks/rounds.py --quick         # smaller and faster (fewer rounds; CNN K=10 only)
+    python benchmarks/rounds.py --quick         # ~2 minutes: fewer rounds, linear K<=50, CNN K=10
     python benchmarks/rounds.py --models linear --linear-k 10,50 --rounds 7
 
 Every row trains FedAvg (client SGD over `.repeat(10).batch(20)` of each
@@ -314,21 +314,22 @@ def row_plan(model_name: str, k: int, names: list[str], args: argparse.Namespace
     The CNN is ~2000x the linear model's FLOPs per example: its rows time
     fewer rounds, and skip by default the host-batched loop (its host work is
     negligible next to the CNN's compute, so it times like loop-dev) and, at
-    K > 10, the padded vmap (it trains ~3x the real batches there and would
-    take minutes per round); `--full` runs every method everywhere.
+    K > 10 or with `--quick`, the padded vmap (it trains ~3x the real batches
+    there and would take minutes per round); `--full` runs every method
+    everywhere.
     """
     if model_name == "linear":
         return names, args.rounds or (3 if args.quick else 5)
-    chosen = names if args.full else [n for n in names if n != "loop" and not (n == "vmap" and k > 10)]
+    chosen = names if args.full else [n for n in names if n != "loop" and not (n == "vmap" and (k > 10 or args.quick))]
     return chosen, args.rounds or (1 if args.quick or k > 10 else 2)
 
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer rounds and no CNN K=50 (about a minute or two)")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, no K=200, CNN K=10 against loop-dev only (~2 min)")
     parser.add_argument("--models", default="linear,cnn", help="comma list of linear, cnn")
-    parser.add_argument("--linear-k", default="3,10,50,200", help="clients per round for the linear model")
+    parser.add_argument("--linear-k", default=None, help="clients per round for the linear model (default 3,10,50,200; --quick: 3,10,50)")
     parser.add_argument("--cnn-k", default=None, help="clients per round for the CNN (default 10,50; --quick: 10)")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per row (default: linear 5, CNN 2 at K=10 and 1 above; --quick: 3, 1)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma list of fedcore, loop, loop-dev, vmap")
@@ -340,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quick = args.quick
     cnn_k = args.cnn_k or ("10" if quick else "10,50")
+    linear_k = args.linear_k or ("3,10,50" if quick else "3,10,50,200")
     names = [n for n in args.methods.split(",") if n]
     for n in names:
         if n not in METHODS:
@@ -364,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# measured f32 matmul peak: {peak:.0f} GFLOP/s")
 
     specs = {
-        "linear": (models.linear(), linear_apply, optax.sgd(0.1), [int(k) for k in args.linear_k.split(",") if k]),
+        "linear": (models.linear(), linear_apply, optax.sgd(0.1), [int(k) for k in linear_k.split(",") if k]),
         "cnn": (models.cnn(), cnn_apply, optax.sgd(0.05), [int(k) for k in cnn_k.split(",") if k]),
     }
     rows = []
