@@ -25,6 +25,7 @@ from jaxtyping import Array, Float, PyTree
 __all__ = [
     "BatchOutput",
     "Metric",
+    "example_mean",
     "accuracy",
     "mean_loss",
     "num_examples",
@@ -68,33 +69,40 @@ def _ratio(total: Array, count: Array) -> Array:
     return jnp.where(count > 0, total / jnp.maximum(count, 1e-30), 0.0)
 
 
-def accuracy(name: str = "accuracy") -> Metric:
-    """Fraction of real examples whose argmax prediction equals the integer label."""
+def example_mean(name: str, per_example: Callable[[BatchOutput], Array], total_key: str = "total") -> Metric:
+    """A metric that is the mean over real examples of `per_example(batch_output)`.
+
+    Its state is `{total_key: sum of values, "count": sum of the mask}`.
+
+    ```python
+    >>> m = example_mean("mean_label", lambda out: out.labels.astype(jnp.float32))
+    ```
+    """
 
     def update(state, out: BatchOutput):
-        correct = (jnp.argmax(out.predictions, axis=-1) == out.labels).astype(jnp.float32)
-        return {"correct": state["correct"] + jnp.sum(correct * out.mask), "count": state["count"] + jnp.sum(out.mask)}
+        return {
+            total_key: state[total_key] + jnp.sum(per_example(out) * out.mask),
+            "count": state["count"] + jnp.sum(out.mask),
+        }
 
     return Metric(
         name,
-        lambda: {"correct": jnp.float32(0), "count": jnp.float32(0)},
+        lambda: {total_key: jnp.float32(0), "count": jnp.float32(0)},
         update,
-        lambda s: _ratio(s["correct"], s["count"]),
+        lambda s: _ratio(s[total_key], s["count"]),
+    )
+
+
+def accuracy(name: str = "accuracy") -> Metric:
+    """Fraction of real examples whose argmax prediction equals the integer label."""
+    return example_mean(
+        name, lambda out: (jnp.argmax(out.predictions, axis=-1) == out.labels).astype(jnp.float32), "correct"
     )
 
 
 def mean_loss(name: str = "loss") -> Metric:
     """Example-weighted mean of the per-example loss (Keras' `Mean` with sample weight = batch size)."""
-
-    def update(state, out: BatchOutput):
-        return {"total": state["total"] + jnp.sum(out.losses * out.mask), "count": state["count"] + jnp.sum(out.mask)}
-
-    return Metric(
-        name,
-        lambda: {"total": jnp.float32(0), "count": jnp.float32(0)},
-        update,
-        lambda s: _ratio(s["total"], s["count"]),
-    )
+    return example_mean(name, lambda out: out.losses, "total")
 
 
 def num_examples(name: str = "num_examples") -> Metric:
