@@ -4,6 +4,7 @@ computations, iterative processes and execution strategies."""
 from .batches import ClientBatches, ClientPopulation, Cohort
 from .chunked import ChunkedStrategy, DeferredMap
 from .computations import Computation, abstract_value, computation
+from .grouping import default_group_size
 from .execution import (
     ExecutionStrategy,
     LoopStrategy,
@@ -62,4 +63,5 @@ __all__ = [
     "execution",
     "current_strategy",
     "register_strategy",
+    "default_group_size",
 ]

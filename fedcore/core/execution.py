@@ -47,6 +47,11 @@ class ExecutionStrategy(abc.ABC):
     #: Whether computations run under `jax.jit` (the loop strategy runs eagerly,
     #: so a debugger or a print statement sees every client).
     jit: ClassVar[bool] = True
+    #: Whether `fc.map` over client data (a `Cohort` or `{ClientBatches}@CLIENTS`)
+    #: runs the clients in groups of similar step counts, one `lax.scan` over the
+    #: groups with each group `map`ped (see `fedcore.core.grouping`). Strategies
+    #: without it receive every client at once, with one step bound for all.
+    groups_clients: ClassVar[bool] = False
 
     @abc.abstractmethod
     def map(
@@ -88,10 +93,13 @@ class VmapStrategy(ExecutionStrategy):
     """The default: the whole `map` is one vmapped XLA operation.
 
     All-equal arguments (such as a broadcast model) enter with `in_axes=None`,
-    so they are never copied per client.
+    so they are never copied per client. A map over client data runs the
+    clients in groups of similar step counts (`fedcore.core.grouping`): one
+    client at a time on CPU, about an eighth of them per group elsewhere.
     """
 
     name = "vmap"
+    groups_clients = True
 
     def map(self, fn, args, in_axes, num_clients):
         return jax.vmap(fn, in_axes=tuple(in_axes))(*args)

@@ -17,8 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PyTree
 
+from .batches import Cohort
 from .chunked import DeferredMap, materialize
 from .execution import current_strategy
+from .grouping import cohort_values, is_client_data, map_client_data, place_cohort
 from .placements import CLIENTS, SERVER, Placement
 from .types import PlacementError, TensorType, same_type
 from .values import FederatedValue, is_placed, type_of
@@ -104,13 +106,19 @@ def broadcast(x: FederatedValue) -> FederatedValue:
     return FederatedValue(x.value, CLIENTS, True)
 
 
-def map(fn: Callable[..., PyTree], *args: FederatedValue) -> FederatedValue:  # noqa: A001
+def map(fn: Callable[..., PyTree], *args: FederatedValue | Cohort) -> FederatedValue:  # noqa: A001
     """`(T -> U, {T}@CLIENTS) -> {U}@CLIENTS`: applies `fn` on every client.
 
     Arguments may be per-client or all-equal CLIENTS values; per-client ones
     must agree on the number of clients. If every argument is all-equal, `fn`
     runs once and the result is all-equal (`U@CLIENTS`). How the per-client
     work runs is set by `fc.execution`.
+
+    One argument may be client data: per-client `ClientBatches`
+    (`{ClientBatches}@CLIENTS`) or a `Cohort` (`population.select(ids)`).
+    `fn` then sees one client's `ClientBatches`, and the default strategy
+    runs the clients in groups of similar step counts
+    (`fedcore.core.grouping`); results come back in the clients' order.
 
     ```python
     >>> import fedcore as fc, jax.numpy as jnp
@@ -123,16 +131,28 @@ def map(fn: Callable[..., PyTree], *args: FederatedValue) -> FederatedValue:  # 
         raise TypeError(f"map expects a function first, got {type(fn).__name__}.")
     if not args:
         raise TypeError("map needs at least one CLIENTS-placed argument.")
-    for i, a in enumerate(args):
+    args = tuple(place_cohort(a) if isinstance(a, Cohort) else a for a in args)
+    data_positions = [i for i, a in enumerate(args) if is_client_data(a)]
+    if len(data_positions) > 1:
+        raise TypeError(
+            "map takes at most one client-data argument ({ClientBatches}@CLIENTS or a Cohort), "
+            f"got {len(data_positions)} (arguments {data_positions})."
+        )
+    placed = [a.ids if isinstance(a, Cohort) else a for a in args]
+    for i, a in enumerate(placed):
         _expect(f"map (argument {i})", a, "a CLIENTS value ({T}@CLIENTS or T@CLIENTS)",
                 is_placed(a) and a.placement is CLIENTS)
-    n = _common_num_clients("map", list(args))
-    if not builtins.any(a.per_client for a in args):
+    n = _common_num_clients("map", placed)
+    if not builtins.any(a.per_client for a in placed):
         return FederatedValue(fn(*(a.value for a in args)), CLIENTS, True)
     if n is None:
         raise ValueError("map: the per-client arguments hold no arrays, so the number of clients is unknown.")
-    in_axes = [0 if a.per_client else None for a in args]
-    out = current_strategy().map(fn, [a.value for a in args], in_axes, n)
+    in_axes = [0 if a.per_client else None for a in placed]
+    values = [cohort_values(a) if isinstance(a, Cohort) else a.value for a in args]
+    if data_positions:
+        out = map_client_data(fn, values, in_axes, data_positions[0], n, current_strategy())
+    else:
+        out = current_strategy().map(fn, values, in_axes, n)
     return FederatedValue(out, CLIENTS, False)
 
 

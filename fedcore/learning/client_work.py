@@ -2,7 +2,8 @@
 
 These functions see ONE client (`data: [examples, ...]`, `index, mask:
 [steps, batch]`, a slice of `fedcore.data.ClientBatches`); algorithms map
-them over the clients with `map_clients`. Each batch is gathered by index
+them over the clients with `fc.map`, which groups clients by step count
+(`fedcore.core.grouping`). Each batch is gathered by index
 from the client's examples inside the loop, so the data is never copied, and
 the loop stops after the client's last non-empty batch: padding steps cost
 nothing, even when clients with fewer steps are vmapped with larger ones
@@ -21,7 +22,8 @@ from jaxtyping import Array, Float, Int, PyTree
 
 import fedcore.core as fc
 
-from ..core.batches import ClientBatches, ClientPopulation, Cohort, num_real_steps
+from ..core.batches import num_real_steps
+from ..core.grouping import default_group_size, is_client_data
 from . import metrics as _metrics
 from .models import Model
 
@@ -177,100 +179,20 @@ def local_gradient(model: Model, params: PyTree, client: Any) -> tuple[PyTree, d
     return jax.tree.map(lambda g: g / jnp.maximum(n, 1.0), grad_sum), states, n
 
 
-def default_group_size(num_clients: int, backend: str | None = None) -> int:
-    """How many clients `map_clients` runs side by side (vmapped) under the default `vmap` strategy.
-
-    On CPU, 1: clients run one after another inside the jitted round, as
-    measured fastest there (XLA:CPU gains nothing from batching small
-    per-client models, see docs/performance.md). On accelerators, about an
-    eighth of the round: 8 groups of similar step counts, each group vmapped.
-
-    ```python
-    >>> default_group_size(50, "cpu"), default_group_size(50, "gpu"), default_group_size(3, "gpu")
-    (1, 7, 1)
-    ```
-    """
-    backend = backend or jax.default_backend()
-    return 1 if backend == "cpu" else max(1, -(-num_clients // 8))
-
-
-def _is_client_data(x: Any) -> bool:
-    return isinstance(x, Cohort) or (fc.is_placed(x) and isinstance(x.value, ClientBatches))
-
-
-def _take(x: fc.FederatedValue, positions: Array) -> fc.FederatedValue:
-    """The clients `positions` of a per-client value, in that order."""
-    return fc.clients_value(jax.tree.map(lambda a: a[positions], x.value))
-
-
 def map_clients(fn: Callable[..., PyTree], *args: Any) -> fc.FederatedValue:
-    """`fc.map(fn, *args)` where one argument is the round's client data; `fn` sees one client's batches.
+    """`fc.map(fn, *args)`, checking that exactly one argument is client data.
 
-    The client data is `{ClientBatches}@CLIENTS` or a placed `Cohort` (a
-    population's selected clients, gathered by id from the device-resident
-    store: no client data is copied). Under the default `vmap` strategy the
-    clients run in groups of `group_size` (the cohort's, else
-    `default_group_size`): one `lax.scan` over the groups, each group
-    vmapped. Clients are sorted by step count first, so a group's loop runs
-    as long as its own largest client, never the round's largest; with
-    groups of one client nothing is padded. Results come back in the
-    clients' order. Other strategies map all clients as they do for `fc.map`.
+    Kept for code written before `fc.map` grouped clients itself; `fc.map`
+    over a `Cohort` or `{ClientBatches}@CLIENTS` does the same.
 
     ```python
     >>> # out = map_clients(client_update, fc.broadcast(params), client_data)
     ```
     """
-    positions = [i for i, a in enumerate(args) if _is_client_data(a)]
-    if len(positions) != 1:
+    found = sum(is_client_data(a) for a in args)
+    if found != 1:
         raise TypeError(
             "map_clients needs exactly one client-data argument ({ClientBatches}@CLIENTS or a placed Cohort), "
-            f"got {len(positions)}."
+            f"got {found}."
         )
-    (pos,) = positions
-    data, before, after = args[pos], args[:pos], args[pos + 1 :]
-    grouped = type(fc.current_strategy()) is fc.VmapStrategy
-    if isinstance(data, Cohort):
-        population, ids, group_size = data.population, data.ids, data.group_size
-    elif grouped:
-        population = fc.clients_value(ClientPopulation.from_batches(data.value), all_equal=True)
-        ids, group_size = fc.clients_value(jnp.arange(data.num_clients, dtype=jnp.int32)), None
-    else:
-        return fc.map(fn, *args)
-
-    def on_client(*xs: Any, step_bound: Array | None = None) -> PyTree:
-        return fn(*xs[:pos], xs[pos].client(xs[pos + 1], step_bound), *xs[pos + 2 :])
-
-    def bounded(*xs: Any) -> PyTree:  # the last argument is the step bound
-        return on_client(*xs[:-1], step_bound=xs[-1])
-
-    everyone = [*before, population, ids, *after]
-    steps = jax.vmap(lambda i: num_real_steps(population.value.mask[i]))(ids.value)
-    if not grouped:
-        # One bound for the whole cohort: a strategy that vmaps chunks of it stops there.
-        return fc.map(bounded, *everyone, fc.clients_value(jnp.max(steps), all_equal=True))
-    per_client = [fc.is_placed(x) and x.per_client for x in everyone]
-    num_clients = ids.num_clients
-    if any(x.num_clients != num_clients for x, pc in zip(everyone, per_client) if pc):
-        detail = ", ".join(f"{x.type} with {x.num_clients} clients" for x, pc in zip(everyone, per_client) if pc)
-        raise ValueError(f"map_clients: per-client arguments disagree on the number of clients: {detail}.")
-    width = min(group_size or default_group_size(num_clients), num_clients)
-    num_groups = -(-num_clients // width)
-    # One client at a time: nothing is padded, no need to sort.
-    order = jnp.arange(num_clients) if width == 1 else jnp.argsort(steps, stable=True)
-    # Groups of `width` clients, smallest first; the first group repeats the smallest client as padding.
-    padding = num_groups * width - num_clients
-    groups = order[jnp.maximum(jnp.arange(num_groups * width) - padding, 0)].reshape(num_groups, width)
-
-    def run_group(carry: None, members: Array) -> tuple[None, PyTree]:
-        group = [_take(x, members) if pc else x for x, pc in zip(everyone, per_client)]
-        # The group's largest step count, one value for all its clients (unbatched under
-        # vmap): their step loops skip the steps past it with a real `lax.cond` (a cond on
-        # a per-client value would become a select, computing every padded step).
-        bound = fc.clients_value(jnp.max(steps[members]), all_equal=True)
-        return None, fc.map(bounded, *group, bound).value
-
-    _, stacked = jax.lax.scan(run_group, None, groups)
-    by_rank = jax.tree.map(lambda a: a.reshape(num_groups * width, *a.shape[2:])[padding:], stacked)
-    if width == 1:
-        return fc.clients_value(by_rank)
-    return _take(fc.clients_value(by_rank), jnp.argsort(order))  # back to the clients' order
+    return fc.map(fn, *args)

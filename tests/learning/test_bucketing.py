@@ -31,7 +31,7 @@ from fedcore.core.batches import num_real_steps
 from fedcore.data import batch_clients
 from fedcore.data.batching import batch_population
 from fedcore.learning import build_fed_eval, build_fed_sgd, build_scaffold, build_weighted_fed_avg
-from fedcore.learning.client_work import default_group_size, map_clients
+from fedcore.learning.client_work import map_clients
 from fedcore.learning.algorithms.process import place_client_data
 
 from ._helpers import MODEL, counting_traces
@@ -117,11 +117,6 @@ def test_rounds_of_random_cohorts_compile_once():
         state, _ = process.next(state, POPULATION.select(rng.choice(len(SIZES), 4, replace=False)))
     assert traces.count == per_compile, "a new cohort of the same size must not retrace"
     assert int(state.value.round_num) == 21
-
-
-def test_default_group_size_per_backend():
-    assert [default_group_size(k, "cpu") for k in (1, 10, 200)] == [1, 1, 1]
-    assert [default_group_size(k, "gpu") for k in (1, 10, 200)] == [1, 2, 25]
 
 
 def test_map_clients_needs_exactly_one_client_data_argument():

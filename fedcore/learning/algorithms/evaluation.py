@@ -7,7 +7,7 @@ from typing import Any
 import fedcore.core as fc
 
 from .. import metrics as _metrics
-from ..client_work import local_evaluation, map_clients
+from ..client_work import local_evaluation
 from ..models import Model
 from .process import LearningProcess, ServerState
 
@@ -41,7 +41,7 @@ def build_fed_eval(model: Model) -> LearningProcess:
     @fc.computation
     def next(state, client_data):  # noqa: A001
         params = fc.apply(lambda s: s.params, state)
-        states = map_clients(lambda p, c: local_evaluation(model, p, c), fc.broadcast(params), client_data)
+        states = fc.map(lambda p, c: local_evaluation(model, p, c), fc.broadcast(params), client_data)
         return state, fc.apply(report, fc.sum(states))
 
     return LearningProcess(initialize, next, model)

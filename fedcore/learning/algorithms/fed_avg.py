@@ -12,7 +12,7 @@ from jaxtyping import Array
 
 import fedcore.core as fc
 
-from ..client_work import local_training, map_clients
+from ..client_work import local_training
 from ..models import Model
 from .process import (
     ClientWeighting,
@@ -79,7 +79,7 @@ def build_weighted_fed_avg(
     @fc.computation
     def next(state, client_data):  # noqa: A001
         global_params = fc.apply(lambda s: s.params, state)
-        out = map_clients(client_update, fc.broadcast(global_params), client_data)
+        out = fc.map(client_update, fc.broadcast(global_params), client_data)
         mean_delta = fc.mean(out["delta"], out["weight"])
         num_non_finite = fc.sum(out["non_finite"])
         new_state = fc.apply(

@@ -11,7 +11,7 @@ from jaxtyping import Array
 
 import fedcore.core as fc
 
-from ..client_work import local_gradient, map_clients
+from ..client_work import local_gradient
 from ..models import Model
 from .process import (
     ClientWeighting,
@@ -71,7 +71,7 @@ def build_fed_sgd(
     @fc.computation
     def next(state, client_data):  # noqa: A001
         params = fc.apply(lambda s: s.params, state)
-        out = map_clients(client_gradient, fc.broadcast(params), client_data)
+        out = fc.map(client_gradient, fc.broadcast(params), client_data)
         bad = fc.sum(out["non_finite"])
         new_state = fc.apply(server_update, state, fc.mean(out["grad"], out["weight"]), bad)
         metrics = fc.apply(

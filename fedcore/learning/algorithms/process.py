@@ -15,6 +15,7 @@ from jaxtyping import Array, Int, PyTree
 import fedcore.core as fc
 
 from ...core.batches import ClientBatches
+from ...core.grouping import place_cohort
 from .. import metrics as _metrics
 from ..models import Model
 
@@ -55,9 +56,7 @@ def place_client_data(data: Any) -> fc.FederatedValue | fc.Cohort:
     placed all-equal at CLIENTS and its ids as `{i32}@CLIENTS`.
     """
     if isinstance(data, fc.Cohort):
-        if fc.is_placed(data.population):
-            return data
-        return fc.Cohort(fc.clients_value(data.population, all_equal=True), fc.clients_value(data.ids), data.group_size)
+        return place_cohort(data)
     if fc.is_placed(data):
         if not data.per_client:
             raise fc.PlacementError(f"Client data must be per-client ({{ClientBatches}}@CLIENTS), got {data.type}.")

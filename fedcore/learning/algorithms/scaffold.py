@@ -14,7 +14,7 @@ from jaxtyping import Array
 
 import fedcore.core as fc
 
-from ..client_work import local_training, map_clients
+from ..client_work import local_training
 from ..models import Model
 from .process import (
     ClientWeighting,
@@ -121,7 +121,7 @@ def build_scaffold(
             state,
             ids_bad,
         )
-        out = map_clients(client_update, fc.broadcast(params), fc.broadcast(control), fc.broadcast(table), client_data, client_ids)
+        out = fc.map(client_update, fc.broadcast(params), fc.broadcast(control), fc.broadcast(table), client_data, client_ids)
         bad = fc.sum(out["non_finite"])
         new_state = fc.apply(
             server_update,
