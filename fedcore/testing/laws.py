@@ -33,6 +33,7 @@ from jaxtyping import PyTree
 
 from ..core import (
     SERVER,
+    ClientPopulation,
     ExecutionStrategy,
     FederatedValue,
     broadcast,
@@ -51,6 +52,7 @@ __all__ = [
     "check_mean_of_broadcast",
     "check_weight_scale_invariance",
     "check_strategies_agree",
+    "check_group_size_invariance",
 ]
 
 
@@ -384,6 +386,55 @@ def check_strategies_agree(
             rtol=rtol,
             atol=tolerance,
             law=f"{_name(comp)} under strategy {strategy.name!r} vs {reference_strategy.name!r}",
+        )
+    return reference
+
+
+def check_group_size_invariance(
+    comp: Callable[..., Any],
+    population: ClientPopulation,
+    ids: Sequence[int] | np.ndarray,
+    *args: Any,
+    group_sizes: Sequence[int] = (2, 3),
+    rtol: float = 1e-5,
+    atol: float | None = None,
+) -> Any:
+    """Runs `comp(population.select(ids, group_size=g), *args)` for several group sizes and checks the results agree.
+
+    Under the `vmap` strategy a map over a cohort runs its clients in groups
+    of similar step counts, sorted by step count, each group with one step
+    bound (its largest client's step count). A client function must not see
+    any of that: one that, say, counts `client.step_bound` steps instead of
+    its own passes with one client per group and fails here. The reference
+    is one client per group (no sorting, each client's own bound). Returns
+    the reference result.
+
+    ```python
+    >>> import fedcore as fc, numpy as np
+    >>> from fedcore.core.batches import ClientBatches, ClientPopulation, num_real_steps
+    >>> from fedcore.testing import laws
+    >>> mask = np.arange(4)[None, :, None] < np.array([[[1]], [[4]], [[2]]])
+    >>> population = ClientPopulation.from_batches(ClientBatches.from_materialized({"x": np.ones((3, 4, 1)), "mask": mask}))
+    >>> total_steps = fc.computation(lambda c: fc.sum(fc.map(lambda b: num_real_steps(b.mask), c)))
+    >>> int(laws.check_group_size_invariance(total_steps, population, [2, 0, 1]))
+    7
+    ```
+    """
+    ids = np.asarray(ids)
+    sizes = [g for g in group_sizes if g != 1]
+    if not sizes:
+        raise ValueError("check_group_size_invariance needs a group size other than 1 to compare with.")
+    with execution("vmap"):
+        reference = comp(population.select(ids, group_size=1), *args)
+        results = [(g, comp(population.select(ids, group_size=g), *args)) for g in sizes]
+    tolerance = summation_atol(args, reference, num_clients=len(ids)) if atol is None else atol
+    for g, result in results:
+        assert_federated_close(
+            result,
+            reference,
+            rtol=rtol,
+            atol=tolerance,
+            law=f"{_name(comp)} with clients in groups of {g} vs one client per group",
         )
     return reference
 

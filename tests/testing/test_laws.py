@@ -202,3 +202,50 @@ def test_permute_clients_and_bad_input():
         fct.check_weight_scale_invariance(fc.mean, x["a"], fc.clients_value(jnp.ones(3)), scales=(0.0,))
     with pytest.raises(ValueError, match="at least one strategy"):
         fct.check_strategies_agree(_total, x, strategies=())
+
+
+# --- Group-size invariance of maps over client data ----------------------------------
+
+from fedcore.core.batches import ClientBatches, ClientPopulation, num_real_steps  # noqa: E402
+
+_STEPS = [1, 4, 2, 3, 4]
+_POPULATION = ClientPopulation.from_batches(
+    ClientBatches.from_materialized(
+        {
+            "x": np.arange(5 * 4 * 2, dtype=np.float32).reshape(5, 4, 2),
+            "mask": np.arange(4)[None, :, None] < np.array(_STEPS)[:, None, None].repeat(2, axis=2),
+        }
+    )
+)
+
+
+@fc.computation
+def _mean_of_real_examples(cohort):
+    def client_mean(c):
+        x = c.data["x"][c.index]
+        return jnp.sum(jnp.where(c.mask, x, 0.0)) / jnp.sum(c.mask)
+
+    return fc.mean(fc.map(client_mean, cohort))
+
+
+@fc.computation
+def _steps_from_the_bound(cohort):  # broken: the bound is the group's, not the client's
+    return fc.sum(fc.map(lambda c: c.step_bound, cohort))
+
+
+def test_group_size_law_holds_for_a_client_reading_its_own_batches():
+    ids = [4, 0, 2, 1, 3]
+    r = fct.check_group_size_invariance(_mean_of_real_examples, _POPULATION, ids, group_sizes=(2, 3, 5))
+    x = np.asarray(_POPULATION.data["x"]).reshape(5, 4, 2)
+    expected = np.mean([x[i, : _STEPS[i]].mean() for i in ids])
+    np.testing.assert_allclose(float(r), expected, rtol=1e-6)
+
+
+def test_group_size_law_catches_a_client_that_reads_the_groups_step_bound():
+    with pytest.raises(AssertionError, match=r"_steps_from_the_bound with clients in groups of 2 vs one client per group"):
+        fct.check_group_size_invariance(_steps_from_the_bound, _POPULATION, [0, 1, 2, 3, 4])
+
+
+def test_group_size_law_needs_a_group_size_to_compare():
+    with pytest.raises(ValueError, match="needs a group size other than 1"):
+        fct.check_group_size_invariance(_mean_of_real_examples, _POPULATION, [0, 1], group_sizes=(1,))
