@@ -343,7 +343,7 @@ def run_training(cfg: TrainConfig, out: Path, *, resume: bool = False, console: 
             process, round_data, cfg.rounds,
             eval_fn=eval_fn, eval_every=cfg.eval_every, callbacks=callbacks,
             checkpoint_dir=out / "checkpoints", checkpoint_every=cfg.checkpoint_every, keep=cfg.keep,
-            resume=resume, checkpoint_tag=cfg.checkpoint_tag(),
+            resume=resume, checkpoint_tag=cfg.checkpoint_tag(), donate_state=True,  # the CLI owns the state
         )
     try:
         learning.plot_curves(out / "metrics.jsonl", out / "curves.png")

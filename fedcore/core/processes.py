@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -68,6 +69,18 @@ class IterativeProcess:
                 f"and returned {after}; a process's state type must stay fixed."
             )
         return new_state, metrics
+
+    def donating(self) -> "IterativeProcess":
+        """The same process with `next` donating the state it is given (see `Computation.donating`).
+
+        Each round may then reuse the old state's buffers for the new one
+        (memory: one state instead of two on an accelerator); the old state's
+        arrays are deleted, so only a loop that drops every old state may use
+        it (`fedcore.learning.train(..., donate_state=True)` does).
+        """
+        clone = copy.copy(self)
+        clone.next_fn = self.next_fn.donating()
+        return clone
 
     @property
     def state_type(self) -> Any:

@@ -219,6 +219,31 @@ def test_ctrl_c_checkpoints_the_last_reported_round(tmp_path):
     assert restored.round_num == 3 and float(restored.state) == 18.0
 
 
+def test_a_donating_run_equals_a_plain_one_and_keeps_the_callers_state():
+    process, data, eval_fn = FEDAVG
+    start = process.initialize()
+    plain = train(process, data, 3, eval_fn=eval_fn, state=start)
+    donated = train(process, data, 3, eval_fn=eval_fn, state=start, donate_state=True)
+    assert _json(donated.records) == _json(plain.records)
+    for a, b in zip(jax.tree.leaves(donated.state), jax.tree.leaves(plain.state)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert not any(a.is_deleted() for a in jax.tree.leaves(start)), "the caller's state must survive"
+
+
+def test_a_donating_run_interrupted_inside_a_round_does_not_checkpoint_a_consumed_state(tmp_path):
+    class InterruptedInRound3(fc.IterativeProcess):
+        def next(self, state, *args):
+            out = super().next(state, *args)  # the round ran: with donation, `state` is consumed
+            if float(out[0]) == 18.0:
+                raise KeyboardInterrupt
+            return out
+
+    process = InterruptedInRound3(COUNTING.initialize_fn, COUNTING.next_fn)
+    with pytest.raises(KeyboardInterrupt):
+        train(process, _counting_data, 10, checkpoint_dir=tmp_path, checkpoint_every=5, donate_state=True)
+    assert CheckpointManager(tmp_path).restore(COUNTING.initialize()) is None
+
+
 def test_bad_arguments_are_refused(tmp_path):
     with pytest.raises(ValueError, match="rounds"):
         train(COUNTING, _counting_data, -1)
