@@ -9,8 +9,8 @@ client's examples, server SGD(1.0), example-weighted mean of the deltas) on
 clients drawn at random from one synthetic population (`clients.py`: ~100
 examples per client, lognormal sizes, fixed seed), with:
 
-- fedcore: `build_weighted_fed_avg` on `batch_population(...)`, each round
-  `process.next(state, population.select(ids))`;
+- fedcore: `build_weighted_fed_avg(...).donating()` on `batch_population(...)`,
+  each round `process.next(state, population.select(ids))`;
 - (a) loop: a Python loop over clients calling a jitted client update, the
   batches cut on the host each round; (a') loop-dev: the same loop on
   device-resident examples, batches gathered by index;
@@ -131,7 +131,7 @@ class Method:
 
 
 def fedcore_method(model: models.Model, optimizer, population, group_size: int | None = None) -> Method:
-    process = build_weighted_fed_avg(model, optimizer)
+    process = build_weighted_fed_avg(model, optimizer).donating()  # each round reuses the state's buffers
     box: dict[str, Any] = {}
 
     def reset():
