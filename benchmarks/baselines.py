@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fedcore.learning import models
+
 __all__ = ["linear_apply", "cnn_apply", "params_as_dict", "ClientTables", "LoopRound", "VmapRound"]
 
 
@@ -40,19 +42,21 @@ def linear_apply(p: dict[str, jax.Array], x: jax.Array) -> jax.Array:
     return x @ p["w"].T + p["b"]
 
 
-def _conv_im2col(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
-    """'valid' 3x3 convolution of `x: [batch, h, w, cin]` as shifted slices and one matmul."""
-    kh, kw, cin, cout = w.shape
-    h, wd = x.shape[1] - kh + 1, x.shape[2] - kw + 1
-    patches = jnp.concatenate([x[:, i : i + h, j : j + wd, :] for i in range(kh) for j in range(kw)], axis=-1)
-    return patches @ w.reshape(kh * kw * cin, cout) + b
+def _conv(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+    """'valid' 3x3 convolution of `x: [batch, h, w, cin]`, by the same algorithm as fedcore's `models.cnn()`.
+
+    `conv2d_valid(..., "auto")` is what `cnn()` resolves to on this backend
+    (on CPU `lax.conv` with a channels-last custom backward), so the
+    baselines and fedcore compare round mechanics, not convolution algorithms.
+    """
+    return models.conv2d_valid(x, w, "auto") + b
 
 
 def cnn_apply(p: dict[str, jax.Array], x: jax.Array) -> jax.Array:
     """Conv32-Conv64 (3x3) - MaxPool2 - Dense128 - Dense10 logits, `x: [batch, 784]`."""
     x = x.reshape(-1, 28, 28, 1)
-    x = jax.nn.relu(_conv_im2col(x, p["c1w"], p["c1b"]))
-    x = jax.nn.relu(_conv_im2col(x, p["c2w"], p["c2b"]))
+    x = jax.nn.relu(_conv(x, p["c1w"], p["c1b"]))
+    x = jax.nn.relu(_conv(x, p["c2w"], p["c2b"]))
     n, h, w, c = x.shape
     x = x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4)).reshape(n, -1)
     x = jax.nn.relu(x @ p["d1w"].T + p["d1b"])

@@ -140,6 +140,69 @@ def test_im2col_convolution_equals_lax_convolution():
     np.testing.assert_allclose(conv(x), expected, rtol=1e-5, atol=1e-5)
 
 
+CONVS = ("im2col", "nhwc_vjp", "native")
+
+
+def _cnn_sgd_steps(model, params, xs, ys):
+    """Three SGD steps inside lax.scan: the final params and each step's loss."""
+
+    def step(p, batch):
+        x, y = batch
+        loss, grad = jax.value_and_grad(lambda q: model.batch_outputs(q, {"x": x, "y": y}, jnp.ones(len(y), bool))[0])(p)
+        return jax.tree.map(lambda a, g: a - 0.1 * g, p, grad), loss
+
+    return jax.jit(lambda p: jax.lax.scan(step, p, (xs, ys)))(params)
+
+
+def test_cnn_convolution_implementations_agree_in_outputs_gradients_and_under_scan():
+    cnns = {conv: models.cnn(conv=conv, key=jax.random.key(3)) for conv in CONVS}
+    reference = cnns["im2col"]
+    for model in cnns.values():  # the same parameter arrays whatever the implementation
+        assert eqx.tree_equal(jax.tree.leaves(model.initial_params), jax.tree.leaves(reference.initial_params))
+    x = jax.random.normal(jax.random.key(4), (5, 784))
+    y = jax.random.randint(jax.random.key(5), (5,), 0, 10)
+    mask = jnp.ones(5, bool)
+    loss = lambda m: lambda p: m.batch_outputs(p, {"x": x, "y": y}, mask)[0]  # noqa: E731
+    expected_out = reference.apply(reference.initial_params, x)
+    expected_grad = jax.grad(loss(reference))(reference.initial_params)
+    xs, ys = jax.random.normal(jax.random.key(6), (3, 4, 784)), jax.random.randint(jax.random.key(7), (3, 4), 0, 10)
+    expected_scan = _cnn_sgd_steps(reference, reference.initial_params, xs, ys)
+    for conv, model in cnns.items():
+        np.testing.assert_allclose(model.apply(model.initial_params, x), expected_out, rtol=1e-5, atol=1e-6, err_msg=conv)
+        grad = jax.grad(loss(model))(model.initial_params)
+        for got, want in zip(jax.tree.leaves(grad), jax.tree.leaves(expected_grad)):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * float(jnp.abs(want).max()), err_msg=conv)
+        params, losses_ = _cnn_sgd_steps(model, model.initial_params, xs, ys)
+        np.testing.assert_allclose(losses_, expected_scan[1], rtol=1e-5, err_msg=conv)
+        for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(expected_scan[0])):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=conv)
+
+
+@pytest.mark.parametrize("conv", CONVS)
+def test_conv2d_valid_gradients_match_lax_convolution_one_example_or_a_batch(conv):
+    w = jax.random.normal(jax.random.key(8), (3, 2, 4, 5))  # non-square kernel, odd channels
+    x = jax.random.normal(jax.random.key(9), (2, 3, 7, 6, 4))  # two batch dimensions
+    native = lambda x, w: models.conv2d_valid(x, w, "native")  # noqa: E731
+    mine = lambda x, w: models.conv2d_valid(x, w, conv)  # noqa: E731
+    np.testing.assert_allclose(mine(x, w), native(x, w), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mine(x[0, 0], w), native(x[0, 0], w), rtol=1e-5, atol=1e-5)
+    cot = jax.random.normal(jax.random.key(10), native(x, w).shape)
+    got = jax.grad(lambda x, w: jnp.vdot(mine(x, w), cot), argnums=(0, 1))(x, w)
+    want = jax.grad(lambda x, w: jnp.vdot(native(x, w), cot), argnums=(0, 1))(x, w)
+    for g, e in zip(got, want):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_convolution_is_resolved_per_backend_at_construction():
+    assert models.conv_implementation_for("cpu") == "nhwc_vjp"
+    assert models.conv_implementation_for("gpu") == models.conv_implementation_for("tpu") == "native"
+    conv = models.Conv2d(1, 2, 3, key=jax.random.key(0))
+    assert conv.implementation == models.conv_implementation_for(jax.default_backend())
+    assert models.Conv2dIm2col(1, 2, 3, key=jax.random.key(0)).implementation == "im2col"
+    with pytest.raises(ValueError, match="conv implementation must be one of"):
+        models.cnn(conv="fft")
+
+
 @pytest.mark.parametrize(
     "call, error, message",
     [
