@@ -67,8 +67,11 @@ def _run_real_steps(
 ) -> Any:
     """`carry = step(s, carry)` for the client's real steps (up to its last non-empty batch).
 
-    Scans the padded steps in blocks of `block`; a `lax.cond` skips every block
-    (and then every step) past the client's last batch. Skipped work costs
+    Scans the padded steps in blocks of `block`; per block, a `lax.switch`
+    runs it whole (it ends before the client's last batch), skips it (it
+    starts after), or runs it with a `lax.cond` per step (the block holding
+    the last batch): only that block pays for per-step conditionals (~5% of
+    a small model's step on CPU). Skipped work costs
     nothing when clients run one after another (a select when vmapped, unless
     `bound` is given), and,
     unlike a loop with a dynamic trip count, this stays reverse-mode
@@ -98,9 +101,18 @@ def _run_real_steps(
         nothing = lambda: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)  # noqa: E731
         return step(s, carry, jax.lax.cond(s < last, lambda: work(s, carry), nothing)), None
 
+    def every_step(carry, s):  # a block that ends before `last`: no step to skip
+        return (step(s, carry) if work is None else step(s, carry, work(s, carry))), None
+
     def one_block(carry, first):
-        run = lambda c: jax.lax.scan(one_step, c, first + jnp.arange(block))[0]  # noqa: E731
-        return jax.lax.cond(first < last, run, skip, carry), None
+        steps = first + jnp.arange(block)
+        full = lambda c: jax.lax.scan(every_step, c, steps)[0]  # noqa: E731
+        partial = lambda c: jax.lax.scan(one_step, c, steps)[0]  # noqa: E731
+        if block == 1:
+            return jax.lax.cond(first < last, full, skip, carry), None
+        # 0: past `last` (skipped), 1: `last` falls inside (per-step conds), 2: whole block runs.
+        branch = (first < last).astype(jnp.int32) + (first + block <= last).astype(jnp.int32)
+        return jax.lax.switch(branch, [skip, partial, full], carry), None
 
     carry, _ = jax.lax.scan(one_block, init, jnp.arange(0, num_steps, block))
     return carry
