@@ -6,6 +6,7 @@ from .chunked import ChunkedStrategy, DeferredMap
 from .computations import Computation, abstract_value, computation
 from .grouping import default_group_size
 from .execution import (
+    CLIENTS_AXIS,
     ExecutionStrategy,
     LoopStrategy,
     VmapStrategy,
@@ -64,4 +65,5 @@ __all__ = [
     "current_strategy",
     "register_strategy",
     "default_group_size",
+    "CLIENTS_AXIS",
 ]

@@ -48,7 +48,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, PyTree
 
-from .execution import ExecutionStrategy, register_strategy
+from .execution import CLIENTS_AXIS, ExecutionStrategy, register_strategy
 
 __all__ = ["ChunkedStrategy", "DeferredMap", "materialize"]
 
@@ -128,7 +128,7 @@ class _ClientMap:
         self.chunk_size = min(chunk_size, num_clients)
         self.num_chunks = -(-num_clients // self.chunk_size)
         #: The stacked output's shapes, `[num_clients, ...]` per leaf.
-        self.shapes = jax.eval_shape(jax.vmap(fn, in_axes=self.in_axes), *self.args)
+        self.shapes = jax.eval_shape(jax.vmap(fn, in_axes=self.in_axes, axis_name=CLIENTS_AXIS), *self.args)
         leaves, self.treedef = jax.tree.flatten(self.shapes)
         self.leaf_shapes = leaves
         #: The output's structure with each leaf replaced by its index among the leaves.
@@ -165,7 +165,7 @@ class _ClientMap:
             if materialized is not None:  # the clients already ran: read their outputs
                 return [lax.dynamic_slice_in_dim(a, start, c) for a in materialized], start, fresh
             args = [_slice_clients(a, start, c) if axis == 0 else a for a, axis in zip(self.args, self.in_axes)]
-            out = jax.vmap(self.fn, in_axes=self.in_axes)(*args)
+            out = jax.vmap(self.fn, in_axes=self.in_axes, axis_name=CLIENTS_AXIS)(*args)
             return jax.tree.leaves(out), start, fresh
 
         return run
@@ -176,7 +176,7 @@ class _ClientMap:
         if cached is not None:
             return cached
         if self.num_chunks == 1:
-            leaves = jax.tree.leaves(jax.vmap(self.fn, in_axes=self.in_axes)(*self.args))
+            leaves = jax.tree.leaves(jax.vmap(self.fn, in_axes=self.in_axes, axis_name=CLIENTS_AXIS)(*self.args))
         else:
             run = self._chunk_runner()
 
@@ -471,6 +471,7 @@ class ChunkedStrategy(ExecutionStrategy):
     """
 
     name = "chunked"
+    names_clients_axis = True
 
     def __init__(self, chunk_size: int | None = None):
         if chunk_size is None:

@@ -33,7 +33,13 @@ __all__ = [
     "execution",
     "current_strategy",
     "register_strategy",
+    "CLIENTS_AXIS",
 ]
+
+#: The axis name of the clients under strategies that vmap them (`names_clients_axis`):
+#: a client function may reduce over the clients run together with it, e.g.
+#: `jax.lax.pmax(x, CLIENTS_AXIS)`.
+CLIENTS_AXIS = "clients"
 
 
 class ExecutionStrategy(abc.ABC):
@@ -52,6 +58,9 @@ class ExecutionStrategy(abc.ABC):
     #: groups with each group `map`ped (see `fedcore.core.grouping`). Strategies
     #: without it receive every client at once, with one step bound for all.
     groups_clients: ClassVar[bool] = False
+    #: Whether `map` runs the client function under `jax.vmap(..., axis_name=CLIENTS_AXIS)`
+    #: (all clients, or a chunk of them), so collectives over `CLIENTS_AXIS` work in it.
+    names_clients_axis: ClassVar[bool] = False
 
     @abc.abstractmethod
     def map(
@@ -100,9 +109,10 @@ class VmapStrategy(ExecutionStrategy):
 
     name = "vmap"
     groups_clients = True
+    names_clients_axis = True
 
     def map(self, fn, args, in_axes, num_clients):
-        return jax.vmap(fn, in_axes=tuple(in_axes))(*args)
+        return jax.vmap(fn, in_axes=tuple(in_axes), axis_name=CLIENTS_AXIS)(*args)
 
 
 class LoopStrategy(ExecutionStrategy):

@@ -11,7 +11,10 @@ run:
   groups of more than one client, the clients are sorted by step count first,
   so a group runs as long as its own largest client, never the round's
   largest. Results come back in the clients' order.
-- every other strategy maps all clients as it maps any function.
+- every other strategy maps all clients as it maps any function; the clients
+  it vmaps together (a chunk under `chunked`, all of them under `sharded`)
+  share the largest step count among them (`jax.lax.pmax` over
+  `CLIENTS_AXIS`), and a client run alone (`loop`) gets its own.
 
 Either way each client's batches carry a `step_bound`, one unbatched value
 shared by the clients vmapped together (their largest step count), so a step
@@ -34,7 +37,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, PyTree
 
 from .batches import ClientBatches, Cohort, num_real_steps
-from .execution import ExecutionStrategy
+from .execution import CLIENTS_AXIS, ExecutionStrategy
 from .values import FederatedValue, clients_value, is_placed
 
 __all__ = ["default_group_size", "is_client_data", "place_cohort", "cohort_values", "map_client_data"]
@@ -118,8 +121,14 @@ def map_client_data(
         return fn(*xs[:pos], client(*xs[pos : pos + width], bound), *xs[pos + width :])
 
     if not strategy.groups_clients:
-        # One bound for all clients: a strategy that vmaps chunks of them stops there.
-        return strategy.map(on_client, [*values, jnp.max(steps)], [*in_axes, None], num_clients)
+        # Each client gets its own step count; under a vmap over CLIENTS_AXIS (all
+        # clients, or a chunk of them) the bound is the largest among the clients
+        # run together, one unbatched value, so their step loops stop there.
+        def with_own_steps(*xs: Any) -> PyTree:
+            *xs, own = xs
+            return on_client(*xs, jax.lax.pmax(own, CLIENTS_AXIS) if strategy.names_clients_axis else own)
+
+        return strategy.map(with_own_steps, [*values, steps], [*in_axes, 0], num_clients)
 
     size = min(group_size or default_group_size(num_clients), num_clients)
     num_groups = -(-num_clients // size)

@@ -24,7 +24,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from jaxtyping import PyTree
 
-from .execution import ExecutionStrategy, register_strategy
+from .execution import CLIENTS_AXIS, ExecutionStrategy, register_strategy
 
 __all__ = ["ShardedStrategy"]
 
@@ -57,6 +57,7 @@ class ShardedStrategy(ExecutionStrategy):
     """
 
     name = "sharded"
+    names_clients_axis = True
 
     def __init__(self, mesh: Mesh | None = None, axis: str | Sequence[str] | None = None):
         if mesh is None:
@@ -96,7 +97,7 @@ class ShardedStrategy(ExecutionStrategy):
 
     def map(self, fn, args, in_axes, num_clients):
         args = [self._constrain(a) if axis == 0 else a for a, axis in zip(args, in_axes)]
-        return self._constrain(jax.vmap(fn, in_axes=tuple(in_axes))(*args))
+        return self._constrain(jax.vmap(fn, in_axes=tuple(in_axes), axis_name=CLIENTS_AXIS)(*args))
 
     def sum(self, x):
         return super().sum(self._constrain(x))

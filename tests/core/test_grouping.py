@@ -138,3 +138,15 @@ def test_gradients_flow_through_a_grouped_map():
     for g in (1, 3):
         grad = jax.grad(lambda w: weighted_total(fc.clients_value(w, all_equal=True), g))(jnp.float32(1.0))
         np.testing.assert_allclose(grad, _expected(range(8))[1].sum(), rtol=1e-6)
+
+
+def test_other_strategies_bound_each_client_by_the_clients_run_with_it():
+    ids = np.array([0, 1, 5, 2, 6, 7])  # steps 1 7 2 | 3 6 4: chunk maxima 7 and 6
+    steps = np.array([STEPS[i] for i in ids])
+    tags = fc.clients_value(jnp.zeros(len(ids)))
+    with fc.execution("chunked", chunk_size=3):
+        chunked = MAP_SUMMARY(POPULATION.select(ids), tags).value["bound"]
+    np.testing.assert_array_equal(chunked, [7, 7, 7, 6, 6, 6])  # the chunk's largest client, not the cohort's
+    with fc.execution("loop"):
+        alone = MAP_SUMMARY(POPULATION.select(ids), tags).value["bound"]
+    np.testing.assert_array_equal(alone, steps)  # run alone: its own step count
