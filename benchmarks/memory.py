@@ -34,7 +34,7 @@ the same round compiled at E=1 and E=10 (nothing runs), and defaults to
 here (hours at 10 epochs).
 
 Chunked rounds take longer than vmap's on CPU: every client's loop runs to
-the cohort's largest step count (see docs/scaling.md). `--conv auto` (the
+its chunk's largest step count (see docs/scaling.md). `--conv auto` (the
 library's default, `lax.conv` on CPU) made the chunked round ~4x slower
 still here, so the benchmark uses im2col unless told otherwise.
 
