@@ -194,7 +194,7 @@ def test_conv2d_valid_gradients_match_lax_convolution_one_example_or_a_batch(con
 
 
 def test_auto_convolution_is_resolved_per_backend_at_construction():
-    assert models.conv_implementation_for("cpu") == "nhwc_vjp"
+    assert models.conv_implementation_for("cpu") == "im2col"
     assert models.conv_implementation_for("gpu") == models.conv_implementation_for("tpu") == "native"
     conv = models.Conv2d(1, 2, 3, key=jax.random.key(0))
     assert conv.implementation == models.conv_implementation_for(jax.default_backend())
