@@ -34,9 +34,9 @@ the same round compiled at E=1 and E=10 (nothing runs), and defaults to
 here (hours at 10 epochs).
 
 Chunked rounds take longer than vmap's on CPU: every client's loop runs to
-its chunk's largest step count (see docs/scaling.md). `--conv auto` (the
-library's default, `lax.conv` on CPU) made the chunked round ~4x slower
-still here, so the benchmark uses im2col unless told otherwise.
+its chunk's largest step count (see docs/scaling.md). `--conv nhwc_vjp`
+(`lax.conv` with a custom backward) made the chunked round ~4x slower
+still here; the default, im2col, is also what `conv="auto"` picks on CPU.
 
 Also checked: the chunked round's new model equals the vmap round's at the
 smallest K (max abs difference of the parameters; float rounding only).
@@ -244,7 +244,7 @@ def main() -> None:
     parser.add_argument(
         "--conv",
         default="im2col",
-        help="models.cnn(conv=...) (default im2col: on XLA:CPU the 'auto' lax.conv ran a chunked round ~4x slower here)",
+        help="models.cnn(conv=...) (default im2col, as 'auto' on CPU; nhwc_vjp ran a chunked round ~4x slower here)",
     )
     parser.add_argument("--no-xla", action="store_true", help="skip XLA's memory analysis (a second compile per row)")
     # A child's arguments.
