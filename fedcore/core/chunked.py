@@ -9,7 +9,10 @@ its arguments, plus the result's shapes (from `jax.eval_shape`), so `x.type`,
 of one) compile to ONE `lax.scan` over the chunks. Step `i` slices clients
 `[i*c, i*c + c)` out of the per-client arguments with `lax.dynamic_slice` (no
 copy of the data), runs the vmapped function on them and adds the chunk's
-results into running sums, minima, maxima and weighted sums. Peak memory
+results into running sums, minima, maxima and weighted sums. (A map over
+client data comes with an order, its clients sorted by step count; chunk `i`
+then gathers clients `order[i*c : i*c + c]`, so a chunk holds clients of
+similar sizes; see `fedcore.core.grouping`.) Peak memory
 grows with `c`, not with the number of clients. The scan computes these for
 every leaf of the map's output (and weighted sums by every per-client scalar
 of the output, the candidate weights); the reductions are cached while the
@@ -77,10 +80,6 @@ def _select(tree: PyTree, path: tuple[Any, ...]) -> PyTree:
     return functools.reduce(operator.getitem, path, tree)
 
 
-def _slice_clients(tree: PyTree, start: Array, size: int) -> PyTree:
-    return jax.tree.map(lambda a: lax.dynamic_slice_in_dim(a, start, size, axis=0), tree)
-
-
 def _float_dtype(dtype: Any) -> Any:
     return dtype if jnp.issubdtype(dtype, jnp.inexact) else jnp.float32
 
@@ -120,9 +119,13 @@ class _ClientMap:
         in_axes: Sequence[int | None],
         num_clients: int,
         chunk_size: int,
+        order: Array | None = None,
     ):
         self.fn = fn
         self.args = tuple(args)
+        #: Optional permutation of the clients: chunk `i` runs clients `order[i*c : i*c + c]`
+        #: (e.g. sorted by step count, so a chunk's clients run about as long as each other).
+        self.order = order
         self.in_axes = tuple(in_axes)
         self.num_clients = num_clients
         self.chunk_size = min(chunk_size, num_clients)
@@ -150,6 +153,18 @@ class _ClientMap:
 
     # -- running the clients -----------------------------------------------------------
 
+    def _take(self, a: Array, start: Array, size: int) -> Array:
+        """The `size` clients of chunk slot `start` of a `[num_clients, ...]` array (a slice, or a gather by `order`)."""
+        if self.order is None:
+            return lax.dynamic_slice_in_dim(a, start, size, axis=0)
+        return a[lax.dynamic_slice_in_dim(self.order, start, size)]
+
+    def _put(self, buffer: Array, values: Array, start: Array) -> Array:
+        """Writes a chunk's `values` back at its clients' places of `buffer`."""
+        if self.order is None:
+            return lax.dynamic_update_slice_in_dim(buffer, values, start, axis=0)
+        return buffer.at[lax.dynamic_slice_in_dim(self.order, start, values.shape[0])].set(values)
+
     def _chunk_runner(self) -> Callable[[Array], tuple[list[Array], Array, Array]]:
         """`run(i) -> (output leaves of chunk i, its first client, fresh mask)`.
 
@@ -163,8 +178,11 @@ class _ClientMap:
             start = jnp.minimum(i * c, n - c)
             fresh = start + jnp.arange(c) >= i * c
             if materialized is not None:  # the clients already ran: read their outputs
-                return [lax.dynamic_slice_in_dim(a, start, c) for a in materialized], start, fresh
-            args = [_slice_clients(a, start, c) if axis == 0 else a for a, axis in zip(self.args, self.in_axes)]
+                return [self._take(a, start, c) for a in materialized], start, fresh
+            args = [
+                jax.tree.map(lambda a: self._take(a, start, c), arg) if axis == 0 else arg
+                for arg, axis in zip(self.args, self.in_axes)
+            ]
             out = jax.vmap(self.fn, in_axes=self.in_axes, axis_name=CLIENTS_AXIS)(*args)
             return jax.tree.leaves(out), start, fresh
 
@@ -183,7 +201,7 @@ class _ClientMap:
             def write_chunk(buffers, i):
                 outs, start, _ = run(i)
                 # The shifted last chunk rewrites its overlap with identical values.
-                return [lax.dynamic_update_slice_in_dim(b, o, start, axis=0) for b, o in zip(buffers, outs)], None
+                return [self._put(b, o, start) for b, o in zip(buffers, outs)], None
 
             zeros = [jnp.zeros(s.shape, s.dtype) for s in self.leaf_shapes]
             leaves, _ = lax.scan(write_chunk, zeros, jnp.arange(self.num_chunks))
@@ -228,7 +246,7 @@ class _ClientMap:
 
         def chunk_weights(leaves: list[Array], start: Array) -> dict[Any, Array]:
             return {
-                k: leaves[k[1]] if k[0] == "leaf" else lax.dynamic_slice_in_dim(weight, start, c)
+                k: leaves[k[1]] if k[0] == "leaf" else self._take(weight, start, c)
                 for k in weight_keys
             }
 
@@ -481,8 +499,13 @@ class ChunkedStrategy(ExecutionStrategy):
         self.chunk_size = int(chunk_size)
 
     def map(self, fn, args, in_axes, num_clients):
+        return self.map_in_order(fn, args, in_axes, num_clients, None)
+
+    def map_in_order(self, fn, args, in_axes, num_clients, order):
+        inherited = [a.client_map.order for a in args if isinstance(a, DeferredMap) and a.client_map.order is not None]
         fn, args, in_axes = _fuse(fn, args, in_axes)
-        return DeferredMap(_ClientMap(fn, args, in_axes, num_clients, self.chunk_size))
+        order = order if order is not None else (inherited[0] if inherited else None)
+        return DeferredMap(_ClientMap(fn, args, in_axes, num_clients, self.chunk_size, order))
 
 
 register_strategy(ChunkedStrategy)

@@ -14,7 +14,10 @@ run:
 - every other strategy maps all clients as it maps any function; the clients
   it vmaps together (a chunk under `chunked`, all of them under `sharded`)
   share the largest step count among them (`jax.lax.pmax` over
-  `CLIENTS_AXIS`), and a client run alone (`loop`) gets its own.
+  `CLIENTS_AXIS`), and a client run alone (`loop`) gets its own. The
+  chunked strategy takes the clients in order of step count
+  (`ExecutionStrategy.map_in_order`), so each chunk holds clients of similar
+  sizes.
 
 Either way each client's batches carry a `step_bound`, one unbatched value
 shared by the clients vmapped together (their largest step count), so a step
@@ -128,7 +131,9 @@ def map_client_data(
             *xs, own = xs
             return on_client(*xs, jax.lax.pmax(own, CLIENTS_AXIS) if strategy.names_clients_axis else own)
 
-        return strategy.map(with_own_steps, [*values, steps], [*in_axes, 0], num_clients)
+        # Clients of similar step counts together: a chunk runs about as long as each of its clients.
+        order = jnp.argsort(steps, stable=True)
+        return strategy.map_in_order(with_own_steps, [*values, steps], [*in_axes, 0], num_clients, order)
 
     size = min(group_size or default_group_size(num_clients), num_clients)
     num_groups = -(-num_clients // size)

@@ -141,12 +141,33 @@ def test_gradients_flow_through_a_grouped_map():
 
 
 def test_other_strategies_bound_each_client_by_the_clients_run_with_it():
-    ids = np.array([0, 1, 5, 2, 6, 7])  # steps 1 7 2 | 3 6 4: chunk maxima 7 and 6
+    ids = np.array([0, 1, 5, 2, 6, 7])  # steps 1 7 2 3 6 4
     steps = np.array([STEPS[i] for i in ids])
     tags = fc.clients_value(jnp.zeros(len(ids)))
     with fc.execution("chunked", chunk_size=3):
         chunked = MAP_SUMMARY(POPULATION.select(ids), tags).value["bound"]
-    np.testing.assert_array_equal(chunked, [7, 7, 7, 6, 6, 6])  # the chunk's largest client, not the cohort's
+    # Chunks of clients sorted by step count, {1, 2, 3} and {4, 6, 7}: each bounded by its own largest.
+    np.testing.assert_array_equal(chunked, [3, 7, 3, 3, 7, 7])
     with fc.execution("loop"):
         alone = MAP_SUMMARY(POPULATION.select(ids), tags).value["bound"]
     np.testing.assert_array_equal(alone, steps)  # run alone: its own step count
+
+
+@fc.computation
+def _weighted_totals(cohort, weight):
+    totals = fc.map(lambda c: _summary(c, 0)["total"], cohort)
+    return fc.mean(totals, weight), fc.sum(fc.map(lambda t, w: t * w, totals, weight))
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 4, 8])
+def test_chunks_in_step_order_keep_outside_weights_with_their_clients(chunk_size):
+    """The chunked strategy runs a cohort's clients sorted by step count; a weight from outside the map must follow."""
+    ids = np.array([3, 0, 6, 1, 7, 2])
+    weight = fc.clients_value(jnp.arange(1.0, 7.0))
+    expected = _weighted_totals(POPULATION.select(ids), weight)
+    with fc.execution("chunked", chunk_size=chunk_size):
+        got = _weighted_totals(POPULATION.select(ids), weight)
+    _, totals = _expected(ids)
+    np.testing.assert_allclose(float(expected[0].value), np.average(totals, weights=np.arange(1.0, 7.0)), rtol=1e-6)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(float(g.value), float(e.value), rtol=1e-6)
