@@ -1,6 +1,6 @@
 """Peak memory of one FedAvg CNN round as the cohort grows: chunked against vmap execution.
 
-    python benchmarks/memory.py                  # K = 100, 1000, 3383 chunked; K = 100, 1000 vmap (~30 min here)
+    python benchmarks/memory.py                  # K = 100, 1000, 3383 chunked; K = 100, 1000 vmap (~8 min here, of which the XLA memory analyses ~1)
     python benchmarks/memory.py --quick          # K = 100, 300 chunked; K = 100, 300 vmap (~5 min)
     python benchmarks/memory.py --chunk 16 --ks 100,3383 --vmap-ks 100
 
@@ -30,11 +30,12 @@ activations are reused every step; only the population's index tables
 (clients x steps x batch x 5 bytes: 8 MB at E=1, 81 MB at E=10 for 3,383
 clients) grow with E. The benchmark checks this with XLA's memory analysis of
 the same round compiled at E=1 and E=10 (nothing runs), and defaults to
-`--epochs 1`: the whole population's chunked round then takes ~20 minutes
-here (hours at 10 epochs).
+`--epochs 1`: the whole population's chunked round then takes ~4 minutes
+here (~40 at 10 epochs).
 
 Chunked rounds take longer than vmap's on CPU: every client's loop runs to
-its chunk's largest step count (see docs/scaling.md). `--conv nhwc_vjp`
+its chunk's largest step count (the chunks hold clients sorted by step
+count), and a chunk's matmuls are batched (see docs/scaling.md). `--conv nhwc_vjp`
 (`lax.conv` with a custom backward) made the chunked round ~4x slower
 still here; the default, im2col, is also what `conv="auto"` picks on CPU.
 
