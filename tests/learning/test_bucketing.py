@@ -134,16 +134,20 @@ def test_map_clients_rejects_disagreeing_client_counts():
         map_clients(lambda c, t: t, cohort, fc.clients_value(jnp.ones(3)))
 
 
-def test_a_vmapped_group_runs_only_up_to_its_largest_client():
-    # Count the training steps that run: a debug callback in the loss fires once per
-    # executed (vmapped) step, also on a branch that a vmapped cond computes and discards.
+def _step_counting_fed_avg():
+    """FedAvg whose loss records every training step that runs (a debug callback fires once per
+    executed, vmapped step, also on a branch that a vmapped cond computes and discards)."""
     calls = []
 
     def counted_loss(predictions, labels):
         jax.debug.callback(lambda: calls.append(1))
         return MODEL.loss(predictions, labels)
 
-    process = build_weighted_fed_avg(dataclasses.replace(MODEL, loss=counted_loss), optax.sgd(0.1))
+    return build_weighted_fed_avg(dataclasses.replace(MODEL, loss=counted_loss), optax.sgd(0.1)), calls
+
+
+def test_a_vmapped_group_runs_only_up_to_its_largest_client():
+    process, calls = _step_counting_fed_avg()
     ids = np.array([0, 4])  # 1 and 4 steps; the population pads every client to 8
     assert POPULATION.index.shape[1] == 8
     jax.block_until_ready(process.next(process.initialize(), POPULATION.select(ids, group_size=2)))
@@ -153,18 +157,12 @@ def test_a_vmapped_group_runs_only_up_to_its_largest_client():
     assert len(calls) == 1 + 4, "one client at a time: each runs its own steps"
 
 
-def test_other_strategies_stop_at_the_cohorts_largest_client():
-    calls = []
-
-    def counted_loss(predictions, labels):
-        jax.debug.callback(lambda: calls.append(1))
-        return MODEL.loss(predictions, labels)
-
-    process = build_weighted_fed_avg(dataclasses.replace(MODEL, loss=counted_loss), optax.sgd(0.1))
+def test_a_chunk_stops_at_its_largest_client():
+    process, calls = _step_counting_fed_avg()
     ids = np.array([0, 4])  # 1 and 4 steps of the population's 8
     with fc.execution("chunked", chunk_size=2):
         state, _ = process.next(process.initialize(), POPULATION.select(ids))
     jax.block_until_ready(state)
-    assert len(calls) == 4, "one chunk of 2 clients runs the cohort's 4 steps, not 8"
+    assert len(calls) == 4, "one chunk of 2 clients runs its largest client's 4 steps, not 8"
     expected, _ = _by_batch_clients(FED_AVG, ids)
     _close(state.value.params, expected.value.params)
