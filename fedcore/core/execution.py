@@ -56,7 +56,8 @@ class ExecutionStrategy(abc.ABC):
     #: Whether `fc.map` over client data (a `Cohort` or `{ClientBatches}@CLIENTS`)
     #: runs the clients in groups of similar step counts, one `lax.scan` over the
     #: groups with each group `map`ped (see `fedcore.core.grouping`). Strategies
-    #: without it receive every client at once, with one step bound for all.
+    #: without it receive every client at once (`map_in_order`), each client
+    #: bounded by the largest step count among the clients vmapped with it.
     groups_clients: ClassVar[bool] = False
     #: Whether `map` runs the client function under `jax.vmap(..., axis_name=CLIENTS_AXIS)`
     #: (all clients, or a chunk of them), so collectives over `CLIENTS_AXIS` work in it.

@@ -41,7 +41,7 @@ from jaxtyping import Array, PyTree
 
 from .batches import ClientBatches, Cohort, num_real_steps
 from .execution import CLIENTS_AXIS, ExecutionStrategy
-from .values import FederatedValue, clients_value, is_placed
+from .values import clients_value, is_placed
 
 __all__ = ["default_group_size", "is_client_data", "place_cohort", "cohort_values", "map_client_data"]
 
@@ -72,9 +72,8 @@ def place_cohort(cohort: Cohort) -> Cohort:
     """The cohort with its population all-equal at CLIENTS and its ids `{i32}@CLIENTS` (placed once)."""
     if is_placed(cohort.population) and is_placed(cohort.ids):
         return cohort
-    population = cohort.population.value if is_placed(cohort.population) else cohort.population
-    ids = cohort.ids.value if is_placed(cohort.ids) else cohort.ids
-    return Cohort(clients_value(population, all_equal=True), clients_value(ids), cohort.group_size)
+    raw = cohort_values(cohort)
+    return Cohort(clients_value(raw.population, all_equal=True), clients_value(raw.ids), cohort.group_size)
 
 
 def _expand(values: Sequence[Any], in_axes: Sequence[int | None], pos: int):
@@ -156,9 +155,6 @@ def map_client_data(
 
 
 def cohort_values(cohort: Cohort) -> Cohort:
-    """A placed cohort with its fields unplaced (what `map_client_data` takes)."""
-    return Cohort(
-        cohort.population.value if isinstance(cohort.population, FederatedValue) else cohort.population,
-        cohort.ids.value if isinstance(cohort.ids, FederatedValue) else cohort.ids,
-        cohort.group_size,
-    )
+    """The cohort with its fields unplaced (what `map_client_data` takes)."""
+    unplaced = lambda x: x.value if is_placed(x) else x  # noqa: E731
+    return Cohort(unplaced(cohort.population), unplaced(cohort.ids), cohort.group_size)
