@@ -177,7 +177,7 @@ def xla_memory(process, state, cohort, strategy) -> dict[str, int] | None:
     import jax
 
     import fedcore as fc
-    from fedcore.learning.algorithms.process import place_client_data
+    from fedcore.learning.algorithms._process import place_client_data
 
     try:
         with fc.execution(strategy):

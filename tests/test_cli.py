@@ -163,7 +163,7 @@ def test_an_existing_run_is_not_overwritten_by_accident(reference, capsys):
 
 _KILL_SCRIPT = """
 import pathlib, sys, time
-import fedcore.learning.checkpoint as checkpoint
+import fedcore.learning._checkpoint as checkpoint
 
 def pause(tmp):  # stands still mid-checkpoint (temp file written, not yet renamed) until killed
     if "000006" in tmp.name:

@@ -1,11 +1,11 @@
 """The federated core: placements, federated types, placed values, intrinsics,
 computations, iterative processes and execution strategies."""
 
-from .batches import ClientBatches, ClientPopulation, Cohort
-from .chunked import ChunkedStrategy, DeferredMap
-from .computations import Computation, abstract_value, computation
-from .grouping import default_group_size
-from .execution import (
+from ._batches import ClientBatches, ClientPopulation, Cohort
+from ._chunked import ChunkedStrategy, DeferredMap
+from ._computations import Computation, abstract_value, computation
+from ._grouping import default_group_size
+from ._execution import (
     CLIENTS_AXIS,
     ExecutionStrategy,
     LoopStrategy,
@@ -14,12 +14,12 @@ from .execution import (
     execution,
     register_strategy,
 )
-from .intrinsics import aggregate, collect, concat, apply, broadcast, map, max, mean, min, secure_sum, sum, value, zip
-from .placements import CLIENTS, SERVER, Placement
-from .processes import IterativeProcess
-from .sharded import ShardedStrategy
-from .types import FederatedType, FunctionType, PlacementError, TensorType, same_type
-from .values import FederatedValue, clients_value, is_placed, server_value, type_of
+from ._intrinsics import aggregate, collect, concat, apply, broadcast, map, max, mean, min, secure_sum, sum, value, zip
+from ._placements import CLIENTS, SERVER, Placement
+from ._processes import IterativeProcess
+from ._sharded import ShardedStrategy
+from ._types import FederatedType, FunctionType, PlacementError, TensorType, same_type
+from ._values import FederatedValue, clients_value, is_placed, server_value, type_of
 
 __all__ = [
     "ClientBatches",

@@ -13,9 +13,9 @@
 """
 
 from . import datasets, download, partition
-from .batching import batch_clients, batch_population
-from .client_data import ClientData, HDF5ClientData, InMemoryClientData, UnknownClientError, from_clients_dict
-from .sampling import (
+from ._batching import batch_clients, batch_population
+from ._client_data import ClientData, HDF5ClientData, InMemoryClientData, UnknownClientError, from_clients_dict
+from ._sampling import (
     ClientSampler,
     FixedCohortSampler,
     RoundRobinSampler,
@@ -23,7 +23,7 @@ from .sampling import (
     sample_clients,
     sampler_from_dict,
 )
-from .summary import DataSummary, describe
+from ._summary import DataSummary, describe
 
 __all__ = [
     "ClientData",

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from jaxtyping import Integer, Shaped
 
-from .client_data import InMemoryClientData
+from ._client_data import InMemoryClientData
 
 __all__ = ["iid", "dirichlet", "pathological", "by_key", "from_indices"]
 

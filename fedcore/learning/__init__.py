@@ -12,10 +12,10 @@ from .algorithms import (
     build_unweighted_fed_avg,
     build_weighted_fed_avg,
 )
-from .client_work import LocalResult, local_evaluation, local_gradient, local_training
+from ._client_work import LocalResult, local_evaluation, local_gradient, local_training
 from .metrics import Metric
 from .models import Model, from_equinox
-from .checkpoint import (
+from ._checkpoint import (
     Checkpoint,
     CheckpointError,
     CheckpointManager,
@@ -26,7 +26,7 @@ from .checkpoint import (
     save_checkpoint,
     state_fingerprint,
 )
-from .training import (
+from ._training import (
     Callback,
     JsonlLogger,
     ProgressBar,

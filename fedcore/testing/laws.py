@@ -161,7 +161,7 @@ def assert_federated_close(
 
 
 def _fmt_type(t: Any) -> str:
-    from ..core.types import format_structure
+    from ..core._types import format_structure
 
     if isinstance(t, (list, tuple, dict)) or not hasattr(t, "placement"):
         try:
@@ -411,7 +411,7 @@ def check_group_size_invariance(
 
     ```python
     >>> import fedcore as fc, numpy as np
-    >>> from fedcore.core.batches import ClientBatches, ClientPopulation, num_real_steps
+    >>> from fedcore.core._batches import ClientBatches, ClientPopulation, num_real_steps
     >>> from fedcore.testing import laws
     >>> mask = np.arange(4)[None, :, None] < np.array([[[1]], [[4]], [[2]]])
     >>> population = ClientPopulation.from_batches(ClientBatches.from_materialized({"x": np.ones((3, 4, 1)), "mask": mask}))

@@ -107,7 +107,7 @@ def member_types(
 
     ```python
     >>> from fedcore.testing import strategies as fst
-    >>> from fedcore.core.types import format_structure
+    >>> from fedcore.core._types import format_structure
     >>> t = fst.member_types(max_leaves=1).example()
     >>> format_structure(t).count("f32") == 1
     True

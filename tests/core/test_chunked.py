@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fedcore as fc
-from fedcore.core.chunked import materialize
+from fedcore.core._chunked import materialize
 
 DIM = 3
 
@@ -302,7 +302,7 @@ def test_docstring_examples_run():
     import doctest
     import re
 
-    import fedcore.core.chunked as module
+    import fedcore.core._chunked as module
 
     fence = re.compile(r"^\s*```\w*\s*$", re.MULTILINE)
     parser, runner = doctest.DocTestParser(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)

@@ -1,4 +1,4 @@
-"""`fc.map` over client data (`fedcore.core.grouping`).
+"""`fc.map` over client data (`fedcore.core._grouping`).
 
 Laws:
 - Mapping over a `Cohort` or `{ClientBatches}@CLIENTS` gives every client's
@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fedcore as fc
-from fedcore.core.batches import ClientBatches, ClientPopulation, num_real_steps
+from fedcore.core._batches import ClientBatches, ClientPopulation, num_real_steps
 
 STEPS = [1, 7, 3, 8, 5, 2, 6, 4]  # real steps per client, padded to 8
 BATCH = 2

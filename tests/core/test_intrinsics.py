@@ -370,7 +370,7 @@ def test_every_intrinsic_rejects_a_wrongly_placed_argument(case):
 def test_every_intrinsic_has_a_placement_error_case():
     tested = {case.split("-")[0] for case in WRONG_PLACEMENTS}
     # A new intrinsic must come with its wrong-placement cases above.
-    assert tested == set(fc.core.intrinsics.__all__)
+    assert tested == set(fc.core._intrinsics.__all__)
 
 
 def test_mismatched_client_counts_are_a_value_error():

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fedcore as fc
-from fedcore.core.batches import num_real_steps
+from fedcore.core._batches import num_real_steps
 
 C, S, B, F = 3, 4, 2, 5  # fixed shapes: one compile serves every example
 

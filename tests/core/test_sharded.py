@@ -165,7 +165,7 @@ def test_docstring_examples_run():
     import doctest
     import re
 
-    import fedcore.core.sharded as module
+    import fedcore.core._sharded as module
 
     fence = re.compile(r"^\s*```\w*\s*$", re.MULTILINE)
     parser, runner = doctest.DocTestParser(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import fedcore as fc
 from fedcore import testing as fct
-from fedcore.core.types import format_structure
+from fedcore.core._types import format_structure
 
 F32 = np.dtype("float32")
 

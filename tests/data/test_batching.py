@@ -18,10 +18,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import fedcore.data.batching
+import fedcore.data._batching
 from fedcore.core import ClientBatches
 from fedcore.data import batch_clients
-from fedcore.data.batching import bucket_size
+from fedcore.data._batching import bucket_size
 from fedcore.learning import build_weighted_fed_avg, losses, models
 
 
@@ -262,7 +262,7 @@ def test_bucket_sizes():
 def test_docstring_examples_run():
     fence = re.compile(r"^\s*```\w*\s*$", re.MULTILINE)
     parser, runner = doctest.DocTestParser(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    found = [t for t in doctest.DocTestFinder().find(fedcore.data.batching) if t.examples]
+    found = [t for t in doctest.DocTestFinder().find(fedcore.data._batching) if t.examples]
     assert found
     for t in found:
         runner.run(parser.get_doctest(fence.sub("", t.docstring), t.globs, t.name, t.filename, t.lineno))

@@ -10,22 +10,22 @@ import re
 import pytest
 
 import fedcore.data
-import fedcore.data.client_data
+import fedcore.data._client_data
 import fedcore.data.datasets
 import fedcore.data.datasets.mnist5k
 import fedcore.data.datasets.synthetic
 import fedcore.data.download
 import fedcore.data.partition
-import fedcore.data.sampling
-import fedcore.data.summary
+import fedcore.data._sampling
+import fedcore.data._summary
 
 _FENCE = re.compile(r"^\s*```\w*\s*$", re.MULTILINE)
 
 MODULES = [
     fedcore.data,
-    fedcore.data.client_data,
-    fedcore.data.summary,
-    fedcore.data.sampling,
+    fedcore.data._client_data,
+    fedcore.data._summary,
+    fedcore.data._sampling,
     fedcore.data.partition,
     fedcore.data.download,
     fedcore.data.datasets,

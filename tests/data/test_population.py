@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fedcore.data.batching import batch_clients, batch_population
+from fedcore.data._batching import batch_clients, batch_population
 
 
 def _clients(sizes, seed=0):

@@ -27,12 +27,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fedcore as fc
-from fedcore.core.batches import num_real_steps
+from fedcore.core._batches import num_real_steps
 from fedcore.data import batch_clients
-from fedcore.data.batching import batch_population
+from fedcore.data._batching import batch_population
 from fedcore.learning import build_fed_eval, build_fed_sgd, build_scaffold, build_weighted_fed_avg
-from fedcore.learning.client_work import map_clients
-from fedcore.learning.algorithms.process import place_client_data
+from fedcore.learning._client_work import map_clients
+from fedcore.learning.algorithms._process import place_client_data
 
 from ._helpers import MODEL, counting_traces
 

@@ -27,7 +27,7 @@ from fedcore.learning import (
     save_checkpoint,
     state_fingerprint,
 )
-from fedcore.learning import checkpoint as ckpt_module
+from fedcore.learning import _checkpoint as ckpt_module
 from fedcore.testing import strategies as fst
 
 

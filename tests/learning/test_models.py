@@ -300,10 +300,10 @@ MODULES = [
     fedcore.learning.models,
     fedcore.learning.losses,
     fedcore.learning.metrics,
-    fedcore.learning.algorithms.fed_avg,
-    fedcore.learning.algorithms.fed_sgd,
-    fedcore.learning.algorithms.scaffold,
-    fedcore.learning.algorithms.evaluation,
+    fedcore.learning.algorithms._fed_avg,
+    fedcore.learning.algorithms._fed_sgd,
+    fedcore.learning.algorithms._scaffold,
+    fedcore.learning.algorithms._evaluation,
 ]
 
 

@@ -323,13 +323,13 @@ def test_docstring_examples_run():
     import doctest
     import re
 
-    import fedcore.learning.checkpoint
-    import fedcore.learning.training
+    import fedcore.learning._checkpoint
+    import fedcore.learning._training
 
     fence = re.compile(r"^\s*```\w*\s*$", re.MULTILINE)
     parser, runner = doctest.DocTestParser(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     count = 0
-    for module in (fedcore.learning.training, fedcore.learning.checkpoint):
+    for module in (fedcore.learning._training, fedcore.learning._checkpoint):
         for test in doctest.DocTestFinder(exclude_empty=True).find(module, module.__name__):
             if test.docstring and test.examples:
                 runner.run(parser.get_doctest(fence.sub("", test.docstring), test.globs, test.name, test.filename, test.lineno))

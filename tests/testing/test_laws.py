@@ -206,7 +206,7 @@ def test_permute_clients_and_bad_input():
 
 # --- Group-size invariance of maps over client data ----------------------------------
 
-from fedcore.core.batches import ClientBatches, ClientPopulation, num_real_steps  # noqa: E402
+from fedcore.core._batches import ClientBatches, ClientPopulation, num_real_steps  # noqa: E402
 
 _STEPS = [1, 4, 2, 3, 4]
 _POPULATION = ClientPopulation.from_batches(

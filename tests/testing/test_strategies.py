@@ -49,7 +49,7 @@ def test_server_values_are_server_placed(x):
 
 @given(fst.pytrees({"a": (fc.TensorType((2, 3), F32), fc.TensorType((), I32))}))
 def test_pytrees_fill_a_given_member(tree):
-    assert str(fc.core.types.format_structure(fc.type_of(tree))) == "<a=<f32[2,3],i32>>"
+    assert str(fc.core._types.format_structure(fc.type_of(tree))) == "<a=<f32[2,3],i32>>"
 
 
 @given(fst.member_types(max_leaves=1))

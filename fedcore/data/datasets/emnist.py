@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..client_data import ClientData, HDF5ClientData
+from .._client_data import ClientData, HDF5ClientData
 from ..download import CorruptArchiveError, default_cache_dir, extract_tar, fetch, sha256_file
 
 __all__ = ["load_data", "DEFAULT_BASE_URL", "ARCHIVES", "NUM_CLIENTS", "NUM_TRAIN_EXAMPLES"]

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..client_data import InMemoryClientData
+from .._client_data import InMemoryClientData
 
 __all__ = ["load_leaf", "LeafFormatError"]
 

@@ -34,7 +34,7 @@ import numpy as np
 from jaxtyping import Float, Int
 
 from .. import partition as _partition
-from ..client_data import InMemoryClientData
+from .._client_data import InMemoryClientData
 
 __all__ = ["load_data", "load_arrays", "csv_path", "NUM_EXAMPLES"]
 

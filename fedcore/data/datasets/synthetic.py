@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..client_data import InMemoryClientData
+from .._client_data import InMemoryClientData
 
 __all__ = ["load_data"]
 

@@ -1,10 +1,10 @@
 """Federated learning algorithms, each an `fc.IterativeProcess` composed in the core."""
 
-from .evaluation import build_fed_eval
-from .fed_avg import build_fed_prox, build_unweighted_fed_avg, build_weighted_fed_avg
-from .fed_sgd import build_fed_sgd
-from .process import ClientWeighting, LearningProcess, ServerState
-from .scaffold import build_scaffold
+from ._evaluation import build_fed_eval
+from ._fed_avg import build_fed_prox, build_unweighted_fed_avg, build_weighted_fed_avg
+from ._fed_sgd import build_fed_sgd
+from ._process import ClientWeighting, LearningProcess, ServerState
+from ._scaffold import build_scaffold
 
 __all__ = [
     "build_weighted_fed_avg",

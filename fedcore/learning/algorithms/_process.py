@@ -14,8 +14,8 @@ from jaxtyping import Array, Int, PyTree
 
 import fedcore.core as fc
 
-from ...core.batches import ClientBatches
-from ...core.grouping import place_cohort
+from ...core._batches import ClientBatches
+from ...core._grouping import place_cohort
 from .. import metrics as _metrics
 from ..models import Model
 

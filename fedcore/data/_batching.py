@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ..core.batches import ClientBatches, ClientPopulation
+from ..core._batches import ClientBatches, ClientPopulation
 
 __all__ = ["ClientBatches", "ClientPopulation", "batch_clients", "batch_population", "bucket_size"]
 

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PyTree
 
-from .placements import CLIENTS, SERVER, Placement
-from .types import FederatedType, PlacementError, TensorType, tensor_type
+from ._placements import CLIENTS, SERVER, Placement
+from ._types import FederatedType, PlacementError, TensorType, tensor_type
 
 __all__ = [
     "FederatedValue",
@@ -129,7 +129,7 @@ class FederatedValue(eqx.Module):
 
 
 def _member_shapes(member: PyTree) -> PyTree:
-    """`member`, with each deferred part (a chunked `fc.map`, see `fedcore.core.chunked`)
+    """`member`, with each deferred part (a chunked `fc.map`, see `fedcore.core._chunked`)
     replaced by its shapes: reading a type never runs a deferred map."""
     deferred = lambda x: hasattr(x, "__fedcore_shapes__")  # noqa: E731
     return jax.tree.map(lambda x: x.__fedcore_shapes__ if deferred(x) else x, member, is_leaf=deferred)

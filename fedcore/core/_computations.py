@@ -9,11 +9,11 @@ from typing import Any
 import equinox as eqx
 import jax
 
-from .chunked import materialize
-from .execution import ExecutionStrategy, current_strategy
-from .placements import CLIENTS
-from .types import FederatedType, FunctionType, TensorType
-from .values import FederatedValue, is_placed
+from ._chunked import materialize
+from ._execution import ExecutionStrategy, current_strategy
+from ._placements import CLIENTS
+from ._types import FederatedType, FunctionType, TensorType
+from ._values import FederatedValue, is_placed
 
 __all__ = ["Computation", "computation", "abstract_value"]
 

@@ -24,7 +24,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from jaxtyping import PyTree
 
-from .execution import CLIENTS_AXIS, ExecutionStrategy, register_strategy
+from ._execution import CLIENTS_AXIS, ExecutionStrategy, register_strategy
 
 __all__ = ["ShardedStrategy"]
 

@@ -39,7 +39,7 @@ import numpy as np
 
 import fedcore.core as fc
 
-from .checkpoint import CheckpointManager
+from ._checkpoint import CheckpointManager
 
 __all__ = [
     "RoundRecord",

@@ -3,7 +3,7 @@
 These functions see ONE client (`data: [examples, ...]`, `index, mask:
 [steps, batch]`, a slice of `fedcore.data.ClientBatches`); algorithms map
 them over the clients with `fc.map`, which groups clients by step count
-(`fedcore.core.grouping`). Each batch is gathered by index
+(`fedcore.core._grouping`). Each batch is gathered by index
 from the client's examples inside the loop, so the data is never copied, and
 the loop stops after the client's last non-empty batch: padding steps cost
 nothing, even when clients with fewer steps are vmapped with larger ones
@@ -22,8 +22,8 @@ from jaxtyping import Array, Float, Int, PyTree
 
 import fedcore.core as fc
 
-from ..core.batches import num_real_steps
-from ..core.grouping import default_group_size, is_client_data
+from ..core._batches import num_real_steps
+from ..core._grouping import default_group_size, is_client_data
 from . import metrics as _metrics
 from .models import Model
 

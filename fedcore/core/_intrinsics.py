@@ -17,13 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PyTree
 
-from .batches import Cohort
-from .chunked import DeferredMap, materialize
-from .execution import current_strategy
-from .grouping import cohort_values, is_client_data, map_client_data, place_cohort
-from .placements import CLIENTS, SERVER, Placement
-from .types import PlacementError, TensorType, same_type
-from .values import FederatedValue, is_placed, type_of
+from ._batches import Cohort
+from ._chunked import DeferredMap, materialize
+from ._execution import current_strategy
+from ._grouping import cohort_values, is_client_data, map_client_data, place_cohort
+from ._placements import CLIENTS, SERVER, Placement
+from ._types import PlacementError, TensorType, same_type
+from ._values import FederatedValue, is_placed, type_of
 
 __all__ = [
     "broadcast",
@@ -46,7 +46,7 @@ def _describe(x: Any) -> str:
     if is_placed(x):
         return str(x.type)
     try:
-        from .types import format_structure
+        from ._types import format_structure
 
         return f"{format_structure(type_of(x))} (unplaced)"
     except Exception:  # noqa: BLE001
@@ -118,7 +118,7 @@ def map(fn: Callable[..., PyTree], *args: FederatedValue | Cohort) -> FederatedV
     (`{ClientBatches}@CLIENTS`) or a `Cohort` (`population.select(ids)`).
     `fn` then sees one client's `ClientBatches`, and the default strategy
     runs the clients in groups of similar step counts
-    (`fedcore.core.grouping`); results come back in the clients' order.
+    (`fedcore.core._grouping`); results come back in the clients' order.
 
     ```python
     >>> import fedcore as fc, jax.numpy as jnp

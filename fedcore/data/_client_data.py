@@ -35,7 +35,7 @@ import jax
 import numpy as np
 
 if TYPE_CHECKING:
-    from .summary import DataSummary
+    from ._summary import DataSummary
 
 __all__ = [
     "ClientData",
@@ -244,7 +244,7 @@ class ClientData(abc.ABC):
 
     def describe(self, label_key: str = "y", num_classes: int | None = None) -> DataSummary:
         """Per-client sizes and label histograms; `print()` the result for a table."""
-        from .summary import describe
+        from ._summary import describe
 
         return describe(self, label_key=label_key, num_classes=num_classes)
 

@@ -12,7 +12,7 @@ copy of the data), runs the vmapped function on them and adds the chunk's
 results into running sums, minima, maxima and weighted sums. (A map over
 client data comes with an order, its clients sorted by step count; chunk `i`
 then gathers clients `order[i*c : i*c + c]`, so a chunk holds clients of
-similar sizes; see `fedcore.core.grouping`.) Peak memory
+similar sizes; see `fedcore.core._grouping`.) Peak memory
 grows with `c`, not with the number of clients. The scan computes these for
 every leaf of the map's output (and weighted sums by every per-client scalar
 of the output, the candidate weights); the reductions are cached while the
@@ -51,7 +51,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, PyTree
 
-from .execution import CLIENTS_AXIS, ExecutionStrategy, register_strategy
+from ._execution import CLIENTS_AXIS, ExecutionStrategy, register_strategy
 
 __all__ = ["ChunkedStrategy", "DeferredMap", "materialize"]
 
@@ -99,7 +99,7 @@ def materialize(tree: PyTree) -> PyTree:
 
     ```python
     >>> import fedcore as fc, jax.numpy as jnp
-    >>> from fedcore.core.chunked import materialize
+    >>> from fedcore.core._chunked import materialize
     >>> with fc.execution("chunked", chunk_size=2):
     ...     out = fc.map(lambda a: {"y": 2 * a}, fc.clients_value(jnp.arange(3.0)))
     ...     print(materialize(out.value))
@@ -386,7 +386,7 @@ class DeferredMap:
         `weight` is a (validated) `{f32}@CLIENTS` or `f32@CLIENTS` value; a
         selection of this same map is read inside the scan.
         """
-        from .intrinsics import _positive_total  # the same zero-weight error as every strategy
+        from ._intrinsics import _positive_total  # the same zero-weight error as every strategy
 
         if weight is None:
             n = self.num_clients
@@ -412,7 +412,7 @@ class DeferredMap:
         return np.asarray(self.materialize(), dtype=dtype)
 
     def __repr__(self) -> str:
-        from .types import TensorType, format_structure
+        from ._types import TensorType, format_structure
 
         member = jax.tree.map(lambda s: TensorType(s.shape[1:], np.dtype(s.dtype)), self.__fedcore_shapes__)
         return (
@@ -474,7 +474,7 @@ class ChunkedStrategy(ExecutionStrategy):
     """Runs `fc.map` `chunk_size` clients at a time, so memory is bounded by the chunk.
 
     A `map` whose results feed reductions compiles to one `lax.scan` over
-    chunks with running sums (see `fedcore.core.chunked`); results equal the
+    chunks with running sums (see `fedcore.core._chunked`); results equal the
     `vmap` strategy's up to float rounding (sums are added chunk by chunk).
 
     ```python

@@ -12,9 +12,9 @@ from jaxtyping import Array
 
 import fedcore.core as fc
 
-from ..client_work import local_training
+from .._client_work import local_training
 from ..models import Model
-from .process import (
+from ._process import (
     ClientWeighting,
     LearningProcess,
     ServerState,

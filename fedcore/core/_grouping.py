@@ -21,7 +21,7 @@ run:
 
 Either way each client's batches carry a `step_bound`, one unbatched value
 shared by the clients vmapped together (their largest step count), so a step
-loop written with `fedcore.learning.client_work` skips the padded steps past
+loop written with `fedcore.learning._client_work` skips the padded steps past
 it with a real `lax.cond` even under `vmap` (a cond on a per-client value
 would become a select that computes every padded step).
 
@@ -39,9 +39,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, PyTree
 
-from .batches import ClientBatches, Cohort, num_real_steps
-from .execution import CLIENTS_AXIS, ExecutionStrategy
-from .values import clients_value, is_placed
+from ._batches import ClientBatches, Cohort, num_real_steps
+from ._execution import CLIENTS_AXIS, ExecutionStrategy
+from ._values import clients_value, is_placed
 
 __all__ = ["default_group_size", "is_client_data", "place_cohort", "cohort_values", "map_client_data"]
 

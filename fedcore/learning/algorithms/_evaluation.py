@@ -7,9 +7,9 @@ from typing import Any
 import fedcore.core as fc
 
 from .. import metrics as _metrics
-from ..client_work import local_evaluation
+from .._client_work import local_evaluation
 from ..models import Model
-from .process import LearningProcess, ServerState
+from ._process import LearningProcess, ServerState
 
 __all__ = ["build_fed_eval"]
 

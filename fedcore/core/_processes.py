@@ -8,9 +8,9 @@ from typing import Any
 
 import jax
 
-from .computations import Computation
-from .types import same_type
-from .values import type_of
+from ._computations import Computation
+from ._types import same_type
+from ._values import type_of
 
 __all__ = ["IterativeProcess"]
 

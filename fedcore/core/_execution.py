@@ -55,7 +55,7 @@ class ExecutionStrategy(abc.ABC):
     jit: ClassVar[bool] = True
     #: Whether `fc.map` over client data (a `Cohort` or `{ClientBatches}@CLIENTS`)
     #: runs the clients in groups of similar step counts, one `lax.scan` over the
-    #: groups with each group `map`ped (see `fedcore.core.grouping`). Strategies
+    #: groups with each group `map`ped (see `fedcore.core._grouping`). Strategies
     #: without it receive every client at once (`map_in_order`), each client
     #: bounded by the largest step count among the clients vmapped with it.
     groups_clients: ClassVar[bool] = False
@@ -120,7 +120,7 @@ class VmapStrategy(ExecutionStrategy):
 
     All-equal arguments (such as a broadcast model) enter with `in_axes=None`,
     so they are never copied per client. A map over client data runs the
-    clients in groups of similar step counts (`fedcore.core.grouping`): one
+    clients in groups of similar step counts (`fedcore.core._grouping`): one
     client at a time on CPU, about an eighth of them per group elsewhere.
     """
 

@@ -31,7 +31,7 @@ class ClientBatches(eqx.Module):
 
     `step_bound` (optional, one int for all clients): no client has real steps
     from there on. A group of clients vmapped together gets its largest step
-    count here, so their step loops stop there (see `fedcore.core.grouping`).
+    count here, so their step loops stop there (see `fedcore.core._grouping`).
     """
 
     data: dict[str, Array]
@@ -138,7 +138,7 @@ class ClientPopulation(eqx.Module):
 
         `group_size`: how many clients run side by side (vmapped) under the
         `vmap` strategy; by default 1 on CPU and about an eighth of the
-        cohort on accelerators (see `fedcore.core.grouping`).
+        cohort on accelerators (see `fedcore.core._grouping`).
         """
         if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1):
             raise ValueError(f"select: group_size must be a positive int or None, got {group_size!r}.")

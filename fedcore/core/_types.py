@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from .placements import CLIENTS, SERVER, Placement
+from ._placements import CLIENTS, SERVER, Placement
 
 __all__ = [
     "TensorType",

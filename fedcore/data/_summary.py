@@ -25,7 +25,7 @@ import numpy as np
 from jaxtyping import Int
 
 if TYPE_CHECKING:
-    from .client_data import ClientData
+    from ._client_data import ClientData
 
 __all__ = ["DataSummary", "describe"]
 
