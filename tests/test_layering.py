@@ -9,9 +9,10 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "fedcore"
 
 # layer -> layers it must never import
 FORBIDDEN = {
-    "core": {"learning", "data", "testing", "cli"},
+    "core": {"aggregators", "learning", "data", "testing", "cli"},
+    "aggregators": {"learning", "data", "testing", "cli"},
     "learning": {"data", "testing", "cli"},
-    "data": {"learning", "testing", "cli"},
+    "data": {"aggregators", "learning", "testing", "cli"},
     "testing": {"cli"},
 }
 

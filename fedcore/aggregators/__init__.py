@@ -1,0 +1,9 @@
+"""Aggregators: how the clients' values become one server value (privacy, robustness, compression,
+secure aggregation), composable like optax and plugged into every learning algorithm.
+
+Import as `from fedcore import aggregators as fa`.
+"""
+
+from ._base import Aggregator, AggregatorOutput, Stage, chain
+
+__all__ = ["Aggregator", "AggregatorOutput", "Stage", "chain"]
