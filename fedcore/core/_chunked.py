@@ -51,7 +51,9 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, PyTree
 
-from ._execution import CLIENTS_AXIS, ExecutionStrategy, register_strategy
+from ._execution import ExecutionStrategy, float_dtype, merge_stacked, register_strategy
+from ._grouping import map_by_steps
+from ._placements import CLIENTS_AXIS
 
 __all__ = ["ChunkedStrategy", "DeferredMap", "materialize"]
 
@@ -78,10 +80,6 @@ def _weight_key(weight: int | Array | None) -> Any:
 
 def _select(tree: PyTree, path: tuple[Any, ...]) -> PyTree:
     return functools.reduce(operator.getitem, path, tree)
-
-
-def _float_dtype(dtype: Any) -> Any:
-    return dtype if jnp.issubdtype(dtype, jnp.inexact) else jnp.float32
 
 
 def _extreme(dtype: Any, largest: bool) -> Array:
@@ -229,7 +227,7 @@ class _ClientMap:
                 return jnp.where(mask, a, jnp.zeros_like(a))
 
             weights = {k: fresh_only(w.astype(jnp.result_type(w.dtype, jnp.float32))) for k, w in weights.items()}
-            as_float = [fresh_only(a.astype(_float_dtype(a.dtype))) for a in leaves]
+            as_float = [fresh_only(a.astype(float_dtype(a.dtype))) for a in leaves]
             return {
                 "sum": [jnp.sum(fresh_only(a), axis=0) for a in leaves],
                 "float_sum": [jnp.sum(a, axis=0) for a in as_float],
@@ -292,26 +290,12 @@ class _ClientMap:
                 return jax.tree.map(lambda p, z: jnp.where(is_fresh, p, z.astype(p.dtype)), partial, zero)
 
             partials = jax.vmap(client_partial)(values, fresh)
-            merged = merge(acc, _merge_all(partials, merge))
+            merged = merge(acc, merge_stacked(partials, merge))
             return jax.tree.map(lambda m, a: m.astype(a.dtype), merged, acc), None
 
         acc, _ = lax.scan(add_chunk, zero, jnp.arange(self.num_chunks))
         return acc
 
-
-
-def _merge_all(partials: PyTree, merge: Callable[[PyTree, PyTree], PyTree]) -> PyTree:
-    """Merges stacked partials `[k, ...]` pairwise (a balanced tree of vmapped merges)."""
-    k = jax.tree.leaves(partials)[0].shape[0]
-    while k > 1:
-        half = k // 2
-        left = jax.tree.map(lambda a: a[:half], partials)
-        right = jax.tree.map(lambda a: a[half : 2 * half], partials)
-        merged = jax.vmap(merge)(left, right)
-        if k % 2:
-            merged = jax.tree.map(lambda m, a: jnp.concatenate([m, a[2 * half :]]), merged, partials)
-        partials, k = merged, half + k % 2
-    return jax.tree.map(lambda a: a[0], partials)
 
 
 class DeferredMap:
@@ -380,27 +364,17 @@ class DeferredMap:
         """`fc.max`: the element-wise maximum over clients."""
         return self._reduced("max")
 
-    def mean(self, weight: Any = None) -> PyTree:
-        """`fc.mean`: the (weighted) mean over clients, in float.
+    def float_sum(self) -> PyTree:
+        """The sum over clients in float (`fc.mean` without weights)."""
+        return self._reduced("float_sum")
 
-        `weight` is a (validated) `{f32}@CLIENTS` or `f32@CLIENTS` value; a
-        selection of this same map is read inside the scan.
-        """
-        from ._intrinsics import _positive_total  # the same zero-weight error as every strategy
-
-        if weight is None:
-            n = self.num_clients
-            return jax.tree.map(lambda a: a / n, self._reduced("float_sum"))
-        w = weight.value
-        if isinstance(w, DeferredMap) and w.client_map is self.client_map:
-            key: int | Array = jax.tree.leaves(w._leaf_indices())[0]
+    def weighted_sum(self, weight: PyTree) -> PyTree:
+        """`sum_i weight[i] * x[i]` in float; `weight` is a selection of this same map or a `[num_clients]` array."""
+        if isinstance(weight, DeferredMap) and weight.client_map is self.client_map:
+            key: int | Array = jax.tree.leaves(weight._leaf_indices())[0]
         else:
-            key = jax.tree.leaves(w)[0]  # computes another deferred map's weights, if need be
-            if not weight.per_client:
-                key = jnp.broadcast_to(key, (self.num_clients,))
-        total = _positive_total(self._reduced("total_weight", key))
-        weighted = self._reduced("weighted", key)
-        return jax.tree.map(lambda a: a / total.astype(a.dtype), weighted)
+            key = jax.tree.leaves(weight)[0]  # computes another deferred map's weights, if need be
+        return self._reduced("weighted", key)
 
     def aggregate(
         self, zero: PyTree, accumulate: Callable[[PyTree, PyTree], PyTree], merge: Callable[[PyTree, PyTree], PyTree]
@@ -489,7 +463,6 @@ class ChunkedStrategy(ExecutionStrategy):
     """
 
     name = "chunked"
-    names_clients_axis = True
 
     def __init__(self, chunk_size: int | None = None):
         if chunk_size is None:
@@ -499,13 +472,43 @@ class ChunkedStrategy(ExecutionStrategy):
         self.chunk_size = int(chunk_size)
 
     def map(self, fn, args, in_axes, num_clients):
-        return self.map_in_order(fn, args, in_axes, num_clients, None)
+        return self._map_in_order(fn, args, in_axes, num_clients, None)
 
-    def map_in_order(self, fn, args, in_axes, num_clients, order):
+    def _map_in_order(self, fn, args, in_axes, num_clients, order):
         inherited = [a.client_map.order for a in args if isinstance(a, DeferredMap) and a.client_map.order is not None]
         fn, args, in_axes = _fuse(fn, args, in_axes)
         order = order if order is not None else (inherited[0] if inherited else None)
         return DeferredMap(_ClientMap(fn, args, in_axes, num_clients, self.chunk_size, order))
+
+    def map_client_data(self, fn, args, in_axes, data_position, num_clients):
+        # Chunks of clients of similar step counts; a chunk's clients share its largest step count.
+        return map_by_steps(self._map_in_order, fn, args, in_axes, data_position, num_clients, shared_bound=True)
+
+    def _deferred(self, x: PyTree) -> DeferredMap:
+        """`x` as a deferred map (stacked arrays become a map of the identity, reduced chunk by chunk)."""
+        if isinstance(x, DeferredMap):
+            return x
+        n = int(jax.tree.leaves(x)[0].shape[0])
+        return self.map(lambda v: v, [x], [0], n)
+
+    def sum(self, x, *, as_float=False):
+        d = self._deferred(x)
+        return d.float_sum() if as_float else d.sum()
+
+    def weighted_sum(self, x, weight):
+        return self._deferred(x).weighted_sum(weight)
+
+    def min(self, x):
+        return self._deferred(x).min()
+
+    def max(self, x):
+        return self._deferred(x).max()
+
+    def aggregate(self, x, zero, accumulate, merge, num_clients):
+        return self._deferred(x).aggregate(zero, accumulate, merge)
+
+    def materialize(self, x):
+        return materialize(x)
 
 
 register_strategy(ChunkedStrategy)

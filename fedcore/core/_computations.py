@@ -9,7 +9,6 @@ from typing import Any
 import equinox as eqx
 import jax
 
-from ._chunked import materialize
 from ._execution import ExecutionStrategy, current_strategy
 from ._placements import CLIENTS
 from ._types import FederatedType, FunctionType, TensorType
@@ -88,7 +87,7 @@ class Computation:
             self.trace(*parameter_types)
 
     def _record(self, *args: Any) -> Any:
-        out = materialize(self.fn(*args))  # a chunked map's per-client results leave computed
+        out = current_strategy().materialize(self.fn(*args))  # lazy per-client results leave as arrays
         self._signature = FunctionType(tuple(_type_or_none(a) for a in args), _type_or_none(out))
         return out
 

@@ -6,18 +6,21 @@ by id from a device-resident `ClientPopulation`), the mapped function sees one
 client's `ClientBatches` and the execution strategy decides how the clients
 run:
 
-- strategies with `groups_clients` (the default `vmap`) run them in groups
+- the default `vmap` strategy runs them in groups (`map_in_groups`)
   of `group_size`: one `lax.scan` over the groups, each group vmapped. With
   groups of more than one client, the clients are sorted by step count first,
   so a group runs as long as its own largest client, never the round's
   largest. Results come back in the clients' order.
-- every other strategy maps all clients as it maps any function; the clients
+- the other built-in strategies map all clients as they map any function
+  (`map_by_steps`); the clients
   it vmaps together (a chunk under `chunked`, all of them under `sharded`)
   share the largest step count among them (`jax.lax.pmax` over
   `CLIENTS_AXIS`), and a client run alone (`loop`) gets its own. The
-  chunked strategy takes the clients in order of step count
-  (`ExecutionStrategy.map_in_order`), so each chunk holds clients of similar
-  sizes.
+  chunked strategy takes the clients in order of step count, so each chunk
+  holds clients of similar sizes.
+
+Which of the two runs is each strategy's own choice, made in its
+`ExecutionStrategy.map_client_data`.
 
 Either way each client's batches carry a `step_bound`, one unbatched value
 shared by the clients vmapped together (their largest step count), so a step
@@ -40,10 +43,10 @@ import jax.numpy as jnp
 from jaxtyping import Array, PyTree
 
 from ._batches import ClientBatches, Cohort, num_real_steps
-from ._execution import CLIENTS_AXIS, ExecutionStrategy
+from ._placements import CLIENTS_AXIS
 from ._values import clients_value, is_placed
 
-__all__ = ["default_group_size", "is_client_data", "place_cohort", "cohort_values", "map_client_data"]
+__all__ = ["default_group_size", "is_client_data", "place_cohort", "cohort_values", "map_by_steps", "map_in_groups"]
 
 
 def default_group_size(num_clients: int, backend: str | None = None) -> int:
@@ -101,39 +104,59 @@ def _expand(values: Sequence[Any], in_axes: Sequence[int | None], pos: int):
     return values, in_axes, client, width, steps, group_size
 
 
-def map_client_data(
+def _on_client(fn: Callable[..., PyTree], pos: int, width: int, client: Callable[..., Any]) -> Callable[..., PyTree]:
+    def on_client(*xs: Any) -> PyTree:  # the last argument is the step bound
+        *xs, bound = xs
+        return fn(*xs[:pos], client(*xs[pos : pos + width], bound), *xs[pos + width :])
+
+    return on_client
+
+
+def map_by_steps(
+    map_in_order: Callable[..., PyTree],
     fn: Callable[..., PyTree],
     values: Sequence[Any],
     in_axes: Sequence[int | None],
     pos: int,
     num_clients: int,
-    strategy: ExecutionStrategy,
+    *,
+    shared_bound: bool,
 ) -> PyTree:
-    """Runs `fn` on every client, `values[pos]` being the client data (a `Cohort` of raw arrays or stacked `ClientBatches`).
+    """Maps every client at once, each bounded by its own step count; for strategies that do not group.
 
-    `values` are the arguments' unplaced values, `in_axes` 0 for per-client
-    ones and None for all-equal ones. Returns the per-client results stacked
-    in the clients' order. This is what `fc.map` does with client data; call
-    `fc.map` instead.
+    `map_in_order(fn, args, in_axes, num_clients, order)` is the strategy's
+    map, told that running the clients in `order` (sorted by step count) is
+    cheaper; it returns the results in the clients' own order. With
+    `shared_bound`, the strategy vmaps over `CLIENTS_AXIS` and the clients run
+    together share the largest step count among them (`jax.lax.pmax`), one
+    unbatched value, so their step loops stop there.
+    """
+    values, in_axes, client, width, steps, _ = _expand(values, in_axes, pos)
+    on_client = _on_client(fn, pos, width, client)
+
+    def with_own_steps(*xs: Any) -> PyTree:
+        *xs, own = xs
+        return on_client(*xs, jax.lax.pmax(own, CLIENTS_AXIS) if shared_bound else own)
+
+    order = jnp.argsort(steps, stable=True)
+    return map_in_order(with_own_steps, [*values, steps], [*in_axes, 0], num_clients, order)
+
+
+def map_in_groups(
+    map_group: Callable[..., PyTree],
+    fn: Callable[..., PyTree],
+    values: Sequence[Any],
+    in_axes: Sequence[int | None],
+    pos: int,
+    num_clients: int,
+) -> PyTree:
+    """Maps the clients in groups of similar step counts: one `lax.scan` over groups, each `map_group`ped.
+
+    `map_group(fn, args, in_axes, size)` is the strategy's map (the `vmap`
+    strategy's). Returns the results stacked in the clients' order.
     """
     values, in_axes, client, width, steps, group_size = _expand(values, in_axes, pos)
-
-    def on_client(*xs: Any) -> PyTree:  # the last argument is the step bound
-        *xs, bound = xs
-        return fn(*xs[:pos], client(*xs[pos : pos + width], bound), *xs[pos + width :])
-
-    if not strategy.groups_clients:
-        # Each client gets its own step count; under a vmap over CLIENTS_AXIS (all
-        # clients, or a chunk of them) the bound is the largest among the clients
-        # run together, one unbatched value, so their step loops stop there.
-        def with_own_steps(*xs: Any) -> PyTree:
-            *xs, own = xs
-            return on_client(*xs, jax.lax.pmax(own, CLIENTS_AXIS) if strategy.names_clients_axis else own)
-
-        # Clients of similar step counts together: a chunk runs about as long as each of its clients.
-        order = jnp.argsort(steps, stable=True)
-        return strategy.map_in_order(with_own_steps, [*values, steps], [*in_axes, 0], num_clients, order)
-
+    on_client = _on_client(fn, pos, width, client)
     size = min(group_size or default_group_size(num_clients), num_clients)
     num_groups = -(-num_clients // size)
     # One client at a time: nothing is padded, no need to sort.
@@ -145,7 +168,7 @@ def map_client_data(
     def run_group(carry: None, members: Array) -> tuple[None, PyTree]:
         group = [jax.tree.map(lambda a: a[members], v) if axis == 0 else v for v, axis in zip(values, in_axes)]
         bound = jnp.max(steps[members])
-        return None, strategy.map(on_client, [*group, bound], [*in_axes, None], size)
+        return None, map_group(on_client, [*group, bound], [*in_axes, None], size)
 
     _, stacked = jax.lax.scan(run_group, None, groups)
     by_rank = jax.tree.map(lambda a: a.reshape(num_groups * size, *a.shape[2:])[padding:], stacked)
@@ -155,6 +178,6 @@ def map_client_data(
 
 
 def cohort_values(cohort: Cohort) -> Cohort:
-    """The cohort with its fields unplaced (what `map_client_data` takes)."""
+    """The cohort with its fields unplaced (what the strategies' `map_client_data` takes)."""
     unplaced = lambda x: x.value if is_placed(x) else x  # noqa: E731
     return Cohort(unplaced(cohort.population), unplaced(cohort.ids), cohort.group_size)

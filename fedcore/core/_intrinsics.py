@@ -18,9 +18,8 @@ import numpy as np
 from jaxtyping import PyTree
 
 from ._batches import Cohort
-from ._chunked import DeferredMap, materialize
 from ._execution import current_strategy
-from ._grouping import cohort_values, is_client_data, map_client_data, place_cohort
+from ._grouping import cohort_values, is_client_data, place_cohort
 from ._placements import CLIENTS, SERVER, Placement
 from ._types import PlacementError, TensorType, same_type
 from ._values import FederatedValue, is_placed, type_of
@@ -150,7 +149,7 @@ def map(fn: Callable[..., PyTree], *args: FederatedValue | Cohort) -> FederatedV
     in_axes = [0 if a.per_client else None for a in placed]
     values = [cohort_values(a) if isinstance(a, Cohort) else a.value for a in args]
     if data_positions:
-        out = map_client_data(fn, values, in_axes, data_positions[0], n, current_strategy())
+        out = current_strategy().map_client_data(fn, values, in_axes, data_positions[0], n)
     else:
         out = current_strategy().map(fn, values, in_axes, n)
     return FederatedValue(out, CLIENTS, False)
@@ -161,10 +160,6 @@ _ZERO_WEIGHT = "mean: the total client weight is zero (or negative, or NaN); a w
 
 def _positive_total(total: jax.Array) -> jax.Array:
     return eqx.error_if(total, jnp.logical_not(total > 0), _ZERO_WEIGHT)
-
-
-def _float_dtype(dtype: Any) -> Any:
-    return dtype if jnp.issubdtype(dtype, jnp.inexact) else jnp.float32
 
 
 def mean(x: FederatedValue, weight: FederatedValue | None = None) -> FederatedValue:
@@ -190,30 +185,27 @@ def mean(x: FederatedValue, weight: FederatedValue | None = None) -> FederatedVa
         if not shape_ok:
             raise PlacementError(f"mean (weight) expects one scalar per client ({{f32}}@CLIENTS), got {weight.type}.")
         _common_num_clients("mean", [x, weight])
+    strategy = current_strategy()
     if not x.per_client:
         # Every client holds the same value: the mean is that value, whatever the weights.
         if weight is not None:
-            w = jax.tree.leaves(weight.value)[0]
-            total = jnp.sum(w) if weight.per_client else w
-            member = eqx.error_if(x.value, jnp.logical_not(total > 0), _ZERO_WEIGHT)
+            w = weight.value
+            total = strategy.sum(w) if weight.per_client else w
+            member = eqx.error_if(x.value, jnp.logical_not(jax.tree.leaves(total)[0] > 0), _ZERO_WEIGHT)
             return FederatedValue(member, SERVER, True)
         return FederatedValue(x.value, SERVER, True)
     _check_has_clients("mean", x)
-    if isinstance(x.value, DeferredMap):  # chunked execution: one scan over chunks of clients
-        return FederatedValue(x.value.mean(weight), SERVER, True)
-    strategy = current_strategy()
-    as_float = jax.tree.map(lambda a: a.astype(_float_dtype(a.dtype)), x.value)
+    n = x.num_clients
     if weight is None:
-        n = x.num_clients
-        total = strategy.sum(as_float)
+        total = strategy.sum(x.value, as_float=True)
         return FederatedValue(jax.tree.map(lambda a: a / n, total), SERVER, True)
-    w = jax.tree.leaves(weight.value)[0]
+    w = weight.value
     if not weight.per_client:
-        w = jnp.broadcast_to(w, (x.num_clients,))
-    w = w.astype(jnp.result_type(w.dtype, jnp.float32))
-    total = _positive_total(strategy.sum(w))
-    weighted = strategy.weighted_sum(as_float, w)
-    return FederatedValue(jax.tree.map(lambda a: a / total.astype(a.dtype), weighted), SERVER, True)
+        w = jnp.broadcast_to(jax.tree.leaves(w)[0], (n,))
+    total_w = jax.tree.leaves(strategy.sum(w, as_float=True))[0]
+    total_w = _positive_total(total_w.astype(jnp.result_type(total_w.dtype, jnp.float32)))
+    weighted = strategy.weighted_sum(x.value, w)
+    return FederatedValue(jax.tree.map(lambda a: a / total_w.astype(a.dtype), weighted), SERVER, True)
 
 
 def sum(x: FederatedValue) -> FederatedValue:  # noqa: A001
@@ -226,18 +218,16 @@ def sum(x: FederatedValue) -> FederatedValue:  # noqa: A001
     ```
     """
     _expect_per_client("sum", x)
-    if isinstance(x.value, DeferredMap):  # chunked execution: one scan over chunks of clients
-        return FederatedValue(x.value.sum(), SERVER, True)
     return FederatedValue(current_strategy().sum(x.value), SERVER, True)
 
 
-def _reduce(op: str, x: FederatedValue, reducer: Callable) -> FederatedValue:
+def _reduce(op: str, x: FederatedValue) -> FederatedValue:
     if is_placed(x) and x.placement is CLIENTS and x.all_equal:
         return FederatedValue(x.value, SERVER, True)
     _expect_per_client(op, x)
-    if isinstance(x.value, DeferredMap):  # chunked execution: one scan over chunks of clients
-        return FederatedValue(x.value.min() if op == "min" else x.value.max(), SERVER, True)
-    return FederatedValue(jax.tree.map(lambda a: reducer(a, axis=0), x.value), SERVER, True)
+    strategy = current_strategy()
+    reduced = strategy.min(x.value) if op == "min" else strategy.max(x.value)
+    return FederatedValue(reduced, SERVER, True)
 
 
 def min(x: FederatedValue) -> FederatedValue:  # noqa: A001
@@ -249,7 +239,7 @@ def min(x: FederatedValue) -> FederatedValue:  # noqa: A001
     -1.0
     ```
     """
-    return _reduce("min", x, jnp.min)
+    return _reduce("min", x)
 
 
 def max(x: FederatedValue) -> FederatedValue:  # noqa: A001
@@ -261,7 +251,7 @@ def max(x: FederatedValue) -> FederatedValue:  # noqa: A001
     2.0
     ```
     """
-    return _reduce("max", x, jnp.max)
+    return _reduce("max", x)
 
 
 def zip(*values: FederatedValue, **named: FederatedValue) -> FederatedValue:  # noqa: A001
@@ -368,27 +358,7 @@ def aggregate(
         _expect_server("aggregate (zero)", zero, "an unplaced or SERVER-placed zero")
         zero = zero.value
     zero = jax.tree.map(jnp.asarray, zero)
-    if isinstance(x.value, DeferredMap):  # chunked execution: one scan over chunks of clients
-        return FederatedValue(report(x.value.aggregate(zero, accumulate, merge)), SERVER, True)
-    strategy = current_strategy()
-    if not strategy.jit:
-        acc = zero
-        for i in range(x.num_clients):
-            acc = accumulate(acc, jax.tree.map(lambda a, i=i: a[i], x.value))
-        return FederatedValue(report(acc), SERVER, True)
-    partials = strategy.map(lambda v: accumulate(zero, v), [x.value], [0], x.num_clients)
-    n = x.num_clients
-    while n > 1:
-        half = n // 2
-        left = jax.tree.map(lambda a: a[:half], partials)
-        right = jax.tree.map(lambda a: a[half : 2 * half], partials)
-        merged = jax.vmap(merge)(left, right)
-        if n % 2:
-            tail = jax.tree.map(lambda a: a[2 * half :], partials)
-            merged = jax.tree.map(lambda m, t: jnp.concatenate([m, t]), merged, tail)
-        partials = merged
-        n = half + n % 2
-    acc = jax.tree.map(lambda a: a[0], partials)
+    acc = current_strategy().aggregate(x.value, zero, accumulate, merge, x.num_clients)
     return FederatedValue(report(acc), SERVER, True)
 
 
@@ -411,20 +381,27 @@ def secure_sum(x: FederatedValue, bitwidth: int) -> FederatedValue:
     _expect_per_client("secure_sum", x, "{int}@CLIENTS")
     if not isinstance(bitwidth, (int, np.integer)) or not 1 <= bitwidth <= 32:
         raise ValueError(f"secure_sum: bitwidth must be an integer in 1..32, got {bitwidth!r}.")
-    for leaf in jax.tree.leaves(x.value):
-        if not jnp.issubdtype(leaf.dtype, jnp.integer):
-            raise TypeError(f"secure_sum expects integer members, got {x.type}.")
+    members = jax.tree.leaves(x.type.member, is_leaf=lambda t: isinstance(t, TensorType))
+    if not builtins.all(jnp.issubdtype(t.dtype, jnp.integer) for t in members):
+        raise TypeError(f"secure_sum expects integer members, got {x.type}.")
     mask = np.uint32((1 << bitwidth) - 1) if bitwidth < 32 else np.uint32(0xFFFFFFFF)
+    strategy = current_strategy()
+    # uint32 addition wraps modulo 2**32, a multiple of 2**bitwidth: the masked
+    # wrapped sum is the exact sum modulo 2**bitwidth. The masking is a map, so
+    # the strategy fuses it with the clients' work (chunked: chunk by chunk).
+    masked = strategy.map(
+        lambda v: jax.tree.map(lambda a: a.astype(jnp.uint32) & mask, v), [x.value], [0], x.num_clients
+    )
+    totals = strategy.sum(masked)
 
-    def modular_sum(a):
-        # uint32 addition wraps modulo 2**32, a multiple of 2**bitwidth: the
-        # masked wrapped sum is the exact sum modulo 2**bitwidth.
-        total = jnp.sum(a.astype(jnp.uint32), axis=0, dtype=jnp.uint32) & mask
+    def as_result(total: jax.Array, t: TensorType) -> jax.Array:
+        total = total.astype(jnp.uint32) & mask
         # Keep the input dtype only if it holds every result in [0, 2**bitwidth).
-        fits = int(jnp.iinfo(a.dtype).max) >= (1 << bitwidth) - 1
-        return total.astype(a.dtype) if fits else total
+        fits = int(jnp.iinfo(t.dtype).max) >= (1 << bitwidth) - 1
+        return total.astype(t.dtype) if fits else total
 
-    return FederatedValue(jax.tree.map(modular_sum, x.value), SERVER, True)
+    result = jax.tree.map(as_result, totals, x.type.member, is_leaf=lambda t: isinstance(t, TensorType))
+    return FederatedValue(result, SERVER, True)
 
 
 def collect(x: FederatedValue) -> FederatedValue:
@@ -440,7 +417,7 @@ def collect(x: FederatedValue) -> FederatedValue:
     ```
     """
     _expect_per_client("collect", x)
-    return FederatedValue(materialize(x.value), SERVER, True)
+    return FederatedValue(current_strategy().materialize(x.value), SERVER, True)
 
 
 def concat(*values: FederatedValue) -> FederatedValue:
@@ -469,5 +446,6 @@ def concat(*values: FederatedValue) -> FederatedValue:
             )
     if len(values) == 1:
         return values[0]
-    leaves = [materialize(v.value) for v in values]
+    strategy = current_strategy()
+    leaves = [strategy.materialize(v.value) for v in values]
     return FederatedValue(jax.tree.map(lambda *a: jnp.concatenate(a, axis=0), *leaves), CLIENTS, False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["Placement", "SERVER", "CLIENTS"]
+__all__ = ["Placement", "SERVER", "CLIENTS", "CLIENTS_AXIS"]
 
 
 class Placement(enum.Enum):
@@ -31,3 +31,8 @@ class Placement(enum.Enum):
 
 SERVER = Placement.SERVER
 CLIENTS = Placement.CLIENTS
+
+#: The axis name of the clients under strategies that vmap them: a client
+#: function may reduce over the clients run together with it, e.g.
+#: `jax.lax.pmax(x, CLIENTS_AXIS)`.
+CLIENTS_AXIS = "clients"

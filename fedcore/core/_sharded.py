@@ -24,7 +24,9 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from jaxtyping import PyTree
 
-from ._execution import CLIENTS_AXIS, ExecutionStrategy, register_strategy
+from ._execution import ExecutionStrategy, register_strategy
+from ._grouping import map_by_steps
+from ._placements import CLIENTS_AXIS
 
 __all__ = ["ShardedStrategy"]
 
@@ -57,7 +59,6 @@ class ShardedStrategy(ExecutionStrategy):
     """
 
     name = "sharded"
-    names_clients_axis = True
 
     def __init__(self, mesh: Mesh | None = None, axis: str | Sequence[str] | None = None):
         if mesh is None:
@@ -99,11 +100,24 @@ class ShardedStrategy(ExecutionStrategy):
         args = [self._constrain(a) if axis == 0 else a for a, axis in zip(args, in_axes)]
         return self._constrain(jax.vmap(fn, in_axes=tuple(in_axes), axis_name=CLIENTS_AXIS)(*args))
 
-    def sum(self, x):
-        return super().sum(self._constrain(x))
+    def map_client_data(self, fn, args, in_axes, data_position, num_clients):
+        # All clients vmapped at once: they share the largest step count among them.
+        return map_by_steps(
+            lambda f, a, ax, n, order: self.map(f, a, ax, n), fn, args, in_axes, data_position, num_clients,
+            shared_bound=True,
+        )
+
+    def sum(self, x, *, as_float=False):
+        return super().sum(self._constrain(x), as_float=as_float)
 
     def weighted_sum(self, x, weight):
         return super().weighted_sum(self._constrain(x), self._constrain(weight))
+
+    def min(self, x):
+        return super().min(self._constrain(x))
+
+    def max(self, x):
+        return super().max(self._constrain(x))
 
     def place_clients(self, x: PyTree) -> PyTree:
         """Puts a stacked per-client pytree on the mesh, clients split over `axis`.
