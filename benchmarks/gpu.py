@@ -97,7 +97,8 @@ def plan(dry_run: bool, scratch: str) -> list[Step]:
     # rounds.py stops starting rows after ~60% of its cap; the cap kills it (rows already done are in its JSON).
     inner = lambda cap: ["--budget", f"{0.6 * cap:g}"]  # noqa: E731
     return [
-        Step("env", 40, (py, b("gpu.py"), "--step", "env", "--peak-n", size["peak_n"], "--json", j("env")), j("env"),
+        Step("env", 40, (py, b("gpu.py"), "--step", "env", "--peak-n", size["peak_n"], "--json", j("env"),
+                         *([] if dry_run else ["--require-gpu"])), j("env"),
              "devices, nvidia-smi, matmul peaks, backend defaults"),
         Step("conv", 45, (py, b("conv.py"), "--convs", "im2col,nhwc_vjp,native", "--batches", size["conv_batches"],
                           "--repeats", size["conv_repeats"]), None, "the three convolutions, ms per SGD step"),
@@ -313,6 +314,11 @@ def env_step(args: argparse.Namespace) -> dict[str, Any]:
     out["defaults"] = (f"cnn(conv='auto') -> {models.conv_implementation_for(backend)!r}; default_group_size: "
                        f"K=100 -> {default_group_size(100, backend)}, K={POPULATION} -> {default_group_size(POPULATION, backend)}")
     print(json.dumps({k: v for k, v in out.items() if k != "nvidia_smi"}, indent=1), flush=True)
+    if args.json:  # before the peaks: the driver learns the backend even if what follows fails
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    if args.require_gpu and backend != "gpu":
+        raise SystemExit(f"gpu.py: no GPU: jax.default_backend() is {backend!r}, devices {out['devices']}")
     out["peaks"] = peaks(args.peak_n)
     print(f"matmul peak: f32 {out['peaks']['f32']:.0f} GFLOP/s, TF32 {out['peaks']['tf32']:.0f} GFLOP/s")
     return out
@@ -350,7 +356,7 @@ def cohort_step(args: argparse.Namespace) -> dict[str, Any]:
     configs = [("auto", "default"), ("im2col", "default"), ("nhwc_vjp", "default"), ("auto", "K/4"), ("auto", "K/16")]
     ids = np.arange(k)
     for conv, group in configs:
-        if time.perf_counter() - t0 > args.budget:
+        if out["configs"] and time.perf_counter() - t0 > args.budget:  # the defaults (the first) always run
             out.setdefault("skipped", []).append(f"{conv}/{group}")
             print(f"{conv:8s} group {group}: skipped (over --budget {args.budget:g} s)", flush=True)
             continue
@@ -403,6 +409,7 @@ def parser() -> argparse.ArgumentParser:
     # A step of this file.
     p.add_argument("--step", choices=("env", "cohort"), default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--require-gpu", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--peak-n", type=int, default=8192, help=argparse.SUPPRESS)
     p.add_argument("--population", type=int, default=POPULATION, help=argparse.SUPPRESS)
     p.add_argument("--epochs", type=int, default=1, help=argparse.SUPPRESS)
