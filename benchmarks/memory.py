@@ -129,7 +129,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
 
     jax.monitoring.register_event_duration_secs_listener(listen)
 
-    clients = make_population(POPULATION_SIZE)
+    clients = make_population(args.population)
     population = batch_population(clients, batch_size=BATCH, epochs=args.epochs)
     del clients
     _release_freed_memory()
@@ -161,6 +161,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     out["compile_seconds"] = compile_seconds[0] - compile_before
     out["round_hwm"] = _status("VmHWM")
     out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out["device_peak"] = (jax.local_devices()[0].memory_stats() or {}).get("peak_bytes_in_use")  # None on CPU
     out["loss"] = float(metrics["train"]["loss"])
     out["num_examples"] = int(metrics["train"]["num_examples"])
     if args.save:
@@ -203,7 +204,7 @@ def analyze_epochs(args: argparse.Namespace) -> dict[str, Any]:
     from fedcore.data import batch_population
     from fedcore.learning import build_weighted_fed_avg, models
 
-    clients = make_population(POPULATION_SIZE)
+    clients = make_population(args.population)
     process = build_weighted_fed_avg(models.cnn(conv=args.conv), optax.sgd(0.02))
     state = process.initialize()
     out = {}
@@ -247,6 +248,8 @@ def main() -> None:
         default="im2col",
         help="models.cnn(conv=...) (default im2col, as 'auto' on CPU; nhwc_vjp ran a chunked round ~4x slower here)",
     )
+    parser.add_argument("--population", type=int, default=POPULATION_SIZE,
+                        help=f"clients in the population (default {POPULATION_SIZE}; fewer only for dry runs)")
     parser.add_argument("--no-xla", action="store_true", help="skip XLA's memory analysis (a second compile per row)")
     # A child's arguments.
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
@@ -270,13 +273,13 @@ def main() -> None:
     vmap_ks = [int(k) for k in (args.vmap_ks or ("100,300" if args.quick else "100,1000")).split(",") if k]
     start = time.perf_counter()
     print(
-        f"memory.py: FedAvg, CNN (1.2M params, conv={args.conv}), one round on the first K of {POPULATION_SIZE} synthetic clients, "
+        f"memory.py: FedAvg, CNN (1.2M params, conv={args.conv}), one round on the first K of {args.population} synthetic clients, "
         f"batch {BATCH}, {args.epochs} epoch(s); jax {jax.__version__} on {platform.machine()}, "
         f"{os.cpu_count()} CPUs, {_available_bytes() / 2**30:.1f} GB available",
         flush=True,
     )
     tmp = tempfile.mkdtemp(prefix="fedcore-memory-")
-    common = ["--one", "--epochs", str(args.epochs), "--conv", args.conv]
+    common = ["--one", "--epochs", str(args.epochs), "--conv", args.conv, "--population", str(args.population)]
     base = child([*common, "--strategy", "none"])
     assert base is not None, "the baseline child (building the population) failed"
     print(
@@ -308,7 +311,8 @@ def main() -> None:
         print(
             f"  {strategy:8s} K={k:5d}: peak RSS {fmt_mb(r['peak_rss'])} MB, round's own peak "
             f"{fmt_mb(r['round_hwm'] - r['rss_before'])} MB, {r['seconds']:.1f} s "
-            f"(child {r['child_seconds']:.0f} s)",
+            f"(child {r['child_seconds']:.0f} s)"
+            + (f", device peak {fmt_mb(r['device_peak'])} MB" if r.get("device_peak") is not None else ""),
             flush=True,
         )
 
@@ -348,7 +352,7 @@ def main() -> None:
         k0 = min(ks)
         proc = subprocess.run(
             [sys.executable, os.path.abspath(__file__), "--analyze-epochs", "--k", str(k0), "--chunk", str(args.chunk),
-             "--conv", args.conv],
+             "--conv", args.conv, "--population", str(args.population)],
             capture_output=True, text=True,
         )
         if proc.returncode == 0:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import platform
 import statistics
@@ -87,18 +88,35 @@ LOG = CompileLog()
 # ----------------------------------------------------------------------------- machine
 
 
-def matmul_peak(n: int = 4096, repeats: int = 5) -> float:
-    """Best GFLOP/s of a jitted f32 `[n, n] @ [n, n]` (and of n/2), measured now."""
+def matmul_peak(n: int = 4096, repeats: int = 5, precision: str | None = None) -> float:
+    """Best GFLOP/s of a jitted f32 `[n, n] @ [n, n]` (and of n/2), measured now.
+
+    `precision`: as `jax_default_matmul_precision` ("highest": true f32;
+    "tensorfloat32": TF32 on GPUs that have it; None: the run's setting).
+    """
     best = 0.0
-    for size in (n // 2, n):
-        a = jax.device_put(np.random.default_rng(0).random((size, size), np.float32))
-        f = jax.jit(lambda x, y: x @ y)
-        f(a, a).block_until_ready()
-        for _ in range(repeats):
-            t = time.perf_counter()
+    with jax.default_matmul_precision(precision or jax.config.jax_default_matmul_precision):
+        for size in (n // 2, n):
+            a = jax.device_put(np.random.default_rng(0).random((size, size), np.float32))
+            f = jax.jit(lambda x, y: x @ y)
             f(a, a).block_until_ready()
-            best = max(best, 2 * size**3 / (time.perf_counter() - t) / 1e9)
+            for _ in range(repeats):
+                t = time.perf_counter()
+                f(a, a).block_until_ready()
+                best = max(best, 2 * size**3 / (time.perf_counter() - t) / 1e9)
     return best
+
+
+def peaks(n: int) -> dict[str, float]:
+    """The f32 and TF32 matmul peaks (GFLOP/s), and `run`: the one of this run's precision (% of peak is against it).
+
+    On CPU there is no TF32 (both are f32). On GPUs jax's default precision
+    for f32 matmuls and convolutions is TF32 where the chip has it.
+    """
+    out = {"f32": matmul_peak(n, precision="highest"), "tf32": matmul_peak(n, precision="tensorfloat32")}
+    run = jax.config.jax_default_matmul_precision
+    out["run"] = out["f32"] if jax.default_backend() == "cpu" or run in ("highest", "float32") else out["tf32"]
+    return out
 
 
 def flops_per_example(apply: Callable, params: Any, optimizer: optax.GradientTransformation) -> float:
@@ -320,6 +338,8 @@ def row_plan(model_name: str, k: int, names: list[str], args: argparse.Namespace
     """
     if model_name == "linear":
         return names, args.rounds or (3 if args.quick else 5)
+    if args.cnn_methods:
+        return [n for n in names if n in args.cnn_methods.split(",")], args.rounds or (1 if args.quick or k > 10 else 2)
     chosen = names if args.full else [n for n in names if n != "loop" and not (n == "vmap" and (k > 10 or args.quick))]
     return chosen, args.rounds or (1 if args.quick or k > 10 else 2)
 
@@ -337,8 +357,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile-rounds", type=int, default=None, help="rounds of the compile count (default 100)")
     parser.add_argument("--full", action="store_true", help="every method in every CNN row too (slow)")
     parser.add_argument("--group-sizes", default="", help="also time fedcore with these group sizes (comma list)")
+    parser.add_argument("--cnn-methods", default=None,
+                        help="methods of the CNN rows, at every K (default: fedcore, loop-dev, and vmap at K=10; --full: all)")
+    parser.add_argument("--matmul-precision", default=None,
+                        help="jax_default_matmul_precision for the run (e.g. highest, tensorfloat32; default: jax's)")
+    parser.add_argument("--peak-n", type=int, default=4096, help="matmul size of the peak measurement (default 4096)")
+    parser.add_argument("--json", default=None, help="also write the rows, peaks and targets to this JSON file (after every row)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds: start no new row (nor the compile count) after this long; skipped rows are listed")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.matmul_precision:
+        jax.config.update("jax_default_matmul_precision", args.matmul_precision)
     quick = args.quick
     cnn_k = args.cnn_k or ("10" if quick else "10,50")
     linear_k = args.linear_k or ("3,10,50" if quick else "3,10,50,200")
@@ -362,8 +392,23 @@ def main(argv: list[str] | None = None) -> int:
     tables = ClientTables(clients, BATCH, EPOCHS)
     print(f"# population: {len(clients)} clients, examples per client mean {sizes.mean():.0f}, "
           f"median {np.median(sizes):.0f}, max {sizes.max()}; batch {BATCH}, {EPOCHS} epochs ({time.perf_counter() - t0:.1f} s to build)")
-    peak = matmul_peak()
-    print(f"# measured f32 matmul peak: {peak:.0f} GFLOP/s")
+    peak_by = peaks(args.peak_n)
+    peak = peak_by["run"]
+    print(f"# measured matmul peak: f32 {peak_by['f32']:.0f} GFLOP/s, TF32 {peak_by['tf32']:.0f} GFLOP/s; "
+          f"matmul precision {jax.config.jax_default_matmul_precision or 'default'} ({peak:.0f} GFLOP/s: % of peak below)")
+    record: dict[str, Any] = {
+        "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind, "jax": jax.__version__,
+        "precision": jax.config.jax_default_matmul_precision, "peaks": peak_by, "rows": [], "skipped": [],
+        "compile_counts": {}, "targets": [],
+    }
+
+    def save() -> None:
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(record, f, indent=1)
+
+    def out_of_time() -> bool:
+        return args.budget is not None and time.perf_counter() - t0 > args.budget
 
     specs = {
         "linear": (models.linear(), linear_apply, optax.sgd(0.1), [int(k) for k in linear_k.split(",") if k]),
@@ -384,12 +429,18 @@ def main(argv: list[str] | None = None) -> int:
         for g in group_sizes:
             methods[f"fedcore-g{g}"] = fedcore_method(model, optimizer, population, g)
         for k in ks:
+            if out_of_time():
+                record["skipped"].append(f"{model_name} K={k}")
+                print(f"#   {model_name} K={k}: skipped (over --budget {args.budget:g} s)", flush=True)
+                continue
             t = time.perf_counter()
             chosen, rounds = row_plan(model_name, k, names, args)
             chosen = [*chosen, *(f"fedcore-g{g}" for g in group_sizes if g <= k)]
             fresh = model_name == "linear"
             row = bench_row(model_name, k, [methods[n] for n in chosen], clients, rounds, args.seed, flops_ex, peak, fresh)
             rows.append(row)
+            record["rows"] = rows
+            save()
             diffs = ", ".join(f"{n} {d:.1e}" for n, d in row["max_param_diff"].items())
             print(f"#   {model_name} K={k}: {rounds} timed rounds in {time.perf_counter() - t:.0f} s; "
                   f"max |params - fedcore's| after round 1: {diffs or '-'}", flush=True)
@@ -405,16 +456,24 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(compile_table(rows, columns))
     print()
-    compile_rounds = args.compile_rounds or (30 if quick else 100)
+    compile_rounds = args.compile_rounds if args.compile_rounds is not None else (30 if quick else 100)
     k = 10
-    counts = compiles_over_rounds(clients, population, k, compile_rounds, args.seed)
+    counts = {}
+    if compile_rounds and out_of_time():
+        record["skipped"].append("compile count")
+        print(f"compile count skipped (over --budget {args.budget:g} s)")
+    elif compile_rounds:
+        counts = compiles_over_rounds(clients, population, min(k, len(clients)), compile_rounds, args.seed)
+        record["compile_counts"] = {name: {"compiles": n, "rounds": compile_rounds, "seconds": s} for name, (n, s) in counts.items()}
     for name, (n, seconds) in counts.items():
         print(f"fedcore, linear, K={k}: {n} XLA compiles over {compile_rounds} rounds of random clients "
               f"({name}; {seconds:.1f} s in all)")
     print()
     print("Targets:")
-    for line in targets(rows, {name: (n, compile_rounds) for name, (n, _) in counts.items()}):
+    record["targets"] = targets(rows, {name: (n, compile_rounds) for name, (n, _) in counts.items()})
+    for line in record["targets"]:
         print(f"- {line}")
+    save()
     print(f"# total benchmark time {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -5,5 +5,6 @@ Import as `from fedcore import aggregators as fa`.
 """
 
 from ._base import Aggregator, AggregatorOutput, Stage, chain
+from ._reducers import mean, sum  # noqa: A004
 
-__all__ = ["Aggregator", "AggregatorOutput", "Stage", "chain"]
+__all__ = ["Aggregator", "AggregatorOutput", "Stage", "chain", "mean", "sum"]

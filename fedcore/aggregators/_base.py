@@ -7,9 +7,10 @@ from typing import Any, NamedTuple
 
 import jax
 
+from .. import core as fc
 from ..core import FederatedValue
 
-__all__ = ["Aggregator", "AggregatorOutput", "Stage", "chain"]
+__all__ = ["Aggregator", "AggregatorOutput", "Stage", "chain", "no_measurements", "merge_measurements"]
 
 
 class AggregatorOutput(NamedTuple):
@@ -63,9 +64,10 @@ def chain(*parts: Stage | Aggregator) -> Aggregator:
 
     ```python
     >>> from fedcore import aggregators as fa
-    >>> agg = fa.chain(fa.clip(1.0), fa.mean())
-    >>> isinstance(agg, fa.Aggregator)
-    True
+    >>> fa.chain()
+    Traceback (most recent call last):
+    ...
+    TypeError: chain needs at least a reducer, e.g. fa.chain(fa.mean()).
     ```
     """
     if not parts:
@@ -88,3 +90,24 @@ def chain(*parts: Stage | Aggregator) -> Aggregator:
 def template_of(tree: Any) -> Any:
     """The unplaced shapes of one client's value: arrays or ShapeDtypeStructs, as `jax.ShapeDtypeStruct`s."""
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
+
+
+def no_measurements() -> FederatedValue:
+    """`<>@SERVER`: the measurements of an aggregator that measures nothing."""
+    return fc.server_value({})
+
+
+def merge_measurements(inner: FederatedValue, own: FederatedValue) -> FederatedValue:
+    """`(<...>@SERVER, <...>@SERVER) -> <...>@SERVER`: a stage's measurements beside its inner aggregator's.
+
+    Measurements stay one flat dict (TFF's names do not collide across stages:
+    `clipped_count`, `zeroed_count`, ...); a name measured twice is refused.
+    """
+
+    def merge(a, b):
+        both = sorted(set(a) & set(b))
+        if both:
+            raise ValueError(f"two parts of one aggregator both measure {both}; chain each kind of stage once.")
+        return {**a, **b}
+
+    return fc.apply(merge, inner, own)
