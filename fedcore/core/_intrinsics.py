@@ -159,8 +159,19 @@ def map(fn: Callable[..., PyTree], *args: FederatedValue | Cohort) -> FederatedV
 _ZERO_WEIGHT = "mean: the total client weight is zero (or negative, or NaN); a weighted mean is undefined."
 
 
+_INF_WEIGHT = "mean: the total client weight is infinite; a weighted mean is undefined (rescale the weights)."
+_NEGATIVE_WEIGHT = (
+    "mean: a client weight is negative; weights must be >= 0 (a negative weight extrapolates instead of averaging)."
+)
+
+
 def _positive_total(total: jax.Array) -> jax.Array:
+    total = eqx.error_if(total, jnp.isposinf(total), _INF_WEIGHT)
     return eqx.error_if(total, jnp.logical_not(total > 0), _ZERO_WEIGHT)
+
+
+def _non_negative(w: jax.Array) -> jax.Array:
+    return eqx.error_if(w, jnp.any(w < 0), _NEGATIVE_WEIGHT)
 
 
 def _float_dtype(dtype: Any) -> Any:
@@ -171,8 +182,8 @@ def mean(x: FederatedValue, weight: FederatedValue | None = None) -> FederatedVa
     """`({T}@CLIENTS, {f32}@CLIENTS) -> T@SERVER`: the (weighted) mean over clients.
 
     `sum_i w_i x_i / sum_i w_i`, leaf by leaf; without `weight`, the plain
-    mean. A zero (or negative, or NaN) total weight raises an error at run
-    time instead of returning NaN. Integer members are averaged in float32.
+    mean. A zero, NaN or infinite total weight, or any negative weight,
+    raises an error at run time instead of returning NaN or extrapolating. Integer members are averaged in float32.
 
     ```python
     >>> import fedcore as fc, jax.numpy as jnp
@@ -195,6 +206,7 @@ def mean(x: FederatedValue, weight: FederatedValue | None = None) -> FederatedVa
         if weight is not None:
             w = jax.tree.leaves(weight.value)[0]
             total = jnp.sum(w) if weight.per_client else w
+            total = _positive_total(jnp.sum(_non_negative(w)) if weight.per_client else _non_negative(w))
             member = eqx.error_if(x.value, jnp.logical_not(total > 0), _ZERO_WEIGHT)
             return FederatedValue(member, SERVER, True)
         return FederatedValue(x.value, SERVER, True)
@@ -210,7 +222,7 @@ def mean(x: FederatedValue, weight: FederatedValue | None = None) -> FederatedVa
     w = jax.tree.leaves(weight.value)[0]
     if not weight.per_client:
         w = jnp.broadcast_to(w, (x.num_clients,))
-    w = w.astype(jnp.result_type(w.dtype, jnp.float32))
+    w = _non_negative(w.astype(jnp.result_type(w.dtype, jnp.float32)))
     total = _positive_total(strategy.sum(w))
     weighted = strategy.weighted_sum(as_float, w)
     return FederatedValue(jax.tree.map(lambda a: a / total.astype(a.dtype), weighted), SERVER, True)
@@ -218,6 +230,11 @@ def mean(x: FederatedValue, weight: FederatedValue | None = None) -> FederatedVa
 
 def sum(x: FederatedValue) -> FederatedValue:  # noqa: A001
     """`{T}@CLIENTS -> T@SERVER`: the sum over clients.
+
+    The sum keeps the members' dtype, as TFF's does (int32 sums are int32).
+    An integer sum that would wrap around raises an error at run time instead
+    (detected by summing in float32 alongside, so a sum within about 1e-7 of
+    the dtype's limit may be refused too).
 
     ```python
     >>> import fedcore as fc, jax.numpy as jnp
@@ -228,7 +245,24 @@ def sum(x: FederatedValue) -> FederatedValue:  # noqa: A001
     _expect_per_client("sum", x)
     if isinstance(x.value, DeferredMap):  # chunked execution: one scan over chunks of clients
         return FederatedValue(x.value.sum(), SERVER, True)
-    return FederatedValue(current_strategy().sum(x.value), SERVER, True)
+    strategy = current_strategy()
+    total = strategy.sum(x.value)
+    narrow = [jnp.issubdtype(a.dtype, jnp.integer) and jnp.iinfo(a.dtype).bits <= 32 for a in jax.tree.leaves(x.value)]
+    if builtins.any(narrow):
+        # The same sum in float32 (exact in magnitude to 1e-7) tells whether the integer one wrapped.
+        approx = strategy.sum(jax.tree.map(lambda a: a.astype(jnp.float32), x.value))
+        wrapped = [
+            # max + 1 and min are powers of two, exact in float32.
+            jnp.any((f >= float(jnp.iinfo(t.dtype).max) + 1) | (f < float(jnp.iinfo(t.dtype).min)))
+            for t, f, is_narrow in builtins.zip(jax.tree.leaves(total), jax.tree.leaves(approx), narrow)
+            if is_narrow
+        ]
+        total = eqx.error_if(
+            total, jnp.any(jnp.stack(wrapped)),
+            "sum: an integer sum overflowed its dtype (int32 sums stay int32, as in TFF, and would wrap); "
+            "cast the members to float32 (or a wider type) before summing.",
+        )
+    return FederatedValue(total, SERVER, True)
 
 
 def _reduce(op: str, x: FederatedValue, reducer: Callable) -> FederatedValue:
@@ -343,6 +377,8 @@ def aggregate(
     accumulate: Callable[[PyTree, PyTree], PyTree],
     merge: Callable[[PyTree, PyTree], PyTree],
     report: Callable[[PyTree], PyTree],
+    *,
+    check_laws: bool = False,
 ) -> FederatedValue:
     """`({T}@CLIENTS, A, (A,T)->A, (A,A)->A, A->R) -> R@SERVER`: TFF's general aggregation.
 
@@ -354,11 +390,18 @@ def aggregate(
     every client in parallel and merge the partials in a balanced tree, so
     both orders must agree (as they do for sums, counts, min/max ...).
 
+    A `merge` that is not associative, or a `zero` that is not its identity,
+    gives different answers under different strategies. `check_laws=True`
+    computes both orders on these values (and `merge(zero, a) == a`) and
+    raises at run time where they differ (twice the work: for tests and
+    debugging); `fedcore.testing.check_strategies_agree` catches the same
+    mistake by running a whole computation under every strategy.
+
     ```python
     >>> import fedcore as fc, jax.numpy as jnp
     >>> x = fc.clients_value(jnp.array([1.0, 2.0, 3.0]))
     >>> r = fc.aggregate(x, (0.0, 0), lambda a, v: (a[0] + v, a[1] + 1),
-    ...                  lambda a, b: (a[0] + b[0], a[1] + b[1]), lambda a: a[0] / a[1])
+    ...                  lambda a, b: (a[0] + b[0], a[1] + b[1]), lambda a: a[0] / a[1], check_laws=True)
     >>> float(r)
     2.0
     ```
@@ -368,16 +411,36 @@ def aggregate(
         _expect_server("aggregate (zero)", zero, "an unplaced or SERVER-placed zero")
         zero = zero.value
     zero = jax.tree.map(jnp.asarray, zero)
+    if check_laws:
+        values = materialize(x.value)
+        n = x.num_clients
+        folded = _fold(zero, accumulate, values, n)
+        merged = _tree_merge(jax.vmap(lambda v: accumulate(zero, v))(values), merge, n)
+        agree = _all_close(folded, merged) & _all_close(merge(zero, folded), folded)
+        folded = eqx.error_if(
+            folded, jnp.logical_not(agree),
+            "aggregate: folding the clients in order and merging partial accumulators in a tree give "
+            "different results, so the answer depends on the execution strategy; `merge` must be associative "
+            "and `zero` its identity (merge(zero, a) == a).",
+        )
+        return FederatedValue(report(folded), SERVER, True)
     if isinstance(x.value, DeferredMap):  # chunked execution: one scan over chunks of clients
         return FederatedValue(report(x.value.aggregate(zero, accumulate, merge)), SERVER, True)
     strategy = current_strategy()
     if not strategy.jit:
-        acc = zero
-        for i in range(x.num_clients):
-            acc = accumulate(acc, jax.tree.map(lambda a, i=i: a[i], x.value))
-        return FederatedValue(report(acc), SERVER, True)
+        return FederatedValue(report(_fold(zero, accumulate, x.value, x.num_clients)), SERVER, True)
     partials = strategy.map(lambda v: accumulate(zero, v), [x.value], [0], x.num_clients)
-    n = x.num_clients
+    return FederatedValue(report(_tree_merge(partials, merge, x.num_clients)), SERVER, True)
+
+
+def _fold(zero: PyTree, accumulate: Callable, values: PyTree, n: int) -> PyTree:
+    acc = zero
+    for i in range(n):
+        acc = accumulate(acc, jax.tree.map(lambda a, i=i: a[i], values))
+    return acc
+
+
+def _tree_merge(partials: PyTree, merge: Callable, n: int) -> PyTree:
     while n > 1:
         half = n // 2
         left = jax.tree.map(lambda a: a[:half], partials)
@@ -388,8 +451,12 @@ def aggregate(
             merged = jax.tree.map(lambda m, t: jnp.concatenate([m, t]), merged, tail)
         partials = merged
         n = half + n % 2
-    acc = jax.tree.map(lambda a: a[0], partials)
-    return FederatedValue(report(acc), SERVER, True)
+    return jax.tree.map(lambda a: a[0], partials)
+
+
+def _all_close(a: PyTree, b: PyTree) -> jax.Array:
+    pairs = builtins.zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    return jnp.all(jnp.stack([jnp.allclose(u, v, rtol=1e-5, atol=1e-6, equal_nan=True) for u, v in pairs]))
 
 
 def secure_sum(x: FederatedValue, bitwidth: int) -> FederatedValue:

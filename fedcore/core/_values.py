@@ -209,6 +209,11 @@ def clients_value(values: PyTree | Sequence[PyTree], *, all_equal: bool = False)
                     f"clients_value: clients disagree on a leaf's shape ({sorted(shapes)}); "
                     "pad them to one shape first (see fedcore.data.batch_clients)."
                 )
+        if not jax.tree.leaves(values[0]):
+            raise ValueError(
+                f"clients_value: client 0's value {values[0]!r} holds no arrays (None or an empty "
+                "container), so the value would have no type; give every client an array value."
+            )
         stacked = jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *values)
         return FederatedValue(stacked, CLIENTS, False)
     tree = jax.tree.map(_as_array, values)
