@@ -95,12 +95,12 @@ _CALLBACK_METHODS = ("on_train_begin", "on_round_end", "on_train_end")
 def check_callbacks(callbacks: Any) -> None:
     """Each callback has at least one of the `Callback` methods (subclass `fedcore.learning.Callback`)."""
     for cb in callbacks:
+        if inspect.isclass(cb):
+            raise TypeError(f"callbacks must be callback objects, got the class {cb.__name__}; call it: {cb.__name__}().")
         if not any(callable(getattr(cb, m, None)) for m in _CALLBACK_METHODS):
-            hint = f"; call it: {_name(cb)}()" if inspect.isclass(cb) else ""
             raise TypeError(
                 f"callbacks must have the methods {', '.join(_CALLBACK_METHODS)} "
-                f"(subclass fedcore.learning.Callback), got {_name(cb) if inspect.isclass(cb) else type(cb).__name__}"
-                f"{hint}."
+                f"(subclass fedcore.learning.Callback), got {type(cb).__name__}."
             )
 
 
