@@ -250,3 +250,35 @@ def test_cli_non_finite_flag_is_a_config_field():
     assert cli.resolve_config({"non_finite": "drop"}).non_finite == "drop"
     with pytest.raises(cli.ConfigError, match="non_finite must be one of raise, drop"):
         cli.resolve_config({"non_finite": "ignore"})
+
+
+# --- TFF habits ---------------------------------------------------------------------------------
+
+
+def test_import_fedcore_exposes_submodules_lazily():
+    import subprocess
+    import sys
+
+    code = ("import sys, fedcore\nassert 'fedcore.learning' not in sys.modules\n"
+            "fedcore.learning.models.linear(); fedcore.data.batch_clients; fedcore.testing.check_strategies_agree\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_from_equinox_with_metrics_still_reports_loss_and_counts():
+    import jax
+
+    model = models.from_equinox(lambda k: eqx.nn.Linear(4, 3, key=k), metrics=[metrics.accuracy()])
+    assert [m.name for m in model.metrics] == ["loss", "accuracy", "num_examples", "num_batches"]
+    with pytest.raises(TypeError, match=r"call it: accuracy\(\)"):
+        models.from_equinox(lambda k: eqx.nn.Linear(4, 3, key=jax.random.key(0)), metrics=[metrics.accuracy])
+
+
+def test_metrics_print_numbers_read_as_mappings_and_format():
+    _, m = _next(FEDAVG, _clients())
+    text = repr(m)
+    assert re.search(r"'loss': \d", text) and "num_examples': 12" in text
+    assert "train" in m and "client_work" in list(m.keys()) and set(dict(m.items())) == set(m)
+    assert re.fullmatch(r"\d\.\d{4}", format(m["train"]["loss"], ".4f"))
+    with pytest.raises(TypeError, match="member is a dict"):
+        fc.server_value(jnp.zeros(2)).keys()
