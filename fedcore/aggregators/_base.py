@@ -63,9 +63,10 @@ def chain(*parts: Stage | Aggregator) -> Aggregator:
 
     ```python
     >>> from fedcore import aggregators as fa
-    >>> agg = fa.chain(fa.clip(1.0), fa.mean())
-    >>> isinstance(agg, fa.Aggregator)
-    True
+    >>> fa.chain()
+    Traceback (most recent call last):
+    ...
+    TypeError: chain needs at least a reducer, e.g. fa.chain(fa.mean()).
     ```
     """
     if not parts:

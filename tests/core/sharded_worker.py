@@ -118,6 +118,22 @@ def main():
         with fc.execution(sharded):
             eager[n] = float(fc.mean(fc.map(lambda a: 2.0 * a, fc.clients_value(jnp.arange(float(n))))))
     report["eager_means"] = eager
+    # State carried on the mesh: round 2 takes round 1's mean (issue 12: K=10 on 8 devices).
+    carried = {}
+    for n in (10, 16):
+        data = fc.clients_value(make_data(n, 3))
+        try:
+            with fc.execution(sharded):
+                model = fc.server_value(jnp.zeros(DIM))
+                for _ in range(3):
+                    model = fc.server_value(fed_round(model, data)["mean"].value)
+            want = fc.server_value(jnp.zeros(DIM))
+            for _ in range(3):
+                want = fc.server_value(fed_round(want, data)["mean"].value)
+            carried[n] = bool(leaves_close(model.value, want.value))
+        except Exception as e:  # noqa: BLE001 (the report names the failure)
+            carried[n] = f"{type(e).__name__}: {str(e)[:200]}"
+    report["carried_state_equal"] = carried
     print(json.dumps(report))
 
 
