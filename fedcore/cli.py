@@ -322,12 +322,16 @@ class Diverged(ValueError):
 
 def _check_resumable(cfg: TrainConfig, out: Path) -> None:
     """Before anything is written: the newest checkpoint's tag equals this config's, else the differing fields."""
-    from fedcore.learning import CheckpointManager, read_checkpoint_header
+    from fedcore.learning import CheckpointError, CheckpointManager, read_checkpoint_header
 
-    found = CheckpointManager(out / "checkpoints").checkpoints()
-    if not found:
+    for _, path in reversed(CheckpointManager(out / "checkpoints").checkpoints()):
+        try:
+            saved = read_checkpoint_header(path)["tag"]
+            break
+        except CheckpointError:  # a corrupt one: `train` warns and falls back to an older one
+            continue
+    else:
         return
-    saved = read_checkpoint_header(found[-1][1])["tag"]
     want = json.loads(json.dumps(cfg.checkpoint_tag(), sort_keys=True))
     diff = [f"{k}: {saved.get(k)!r} -> {want.get(k)!r}" for k in sorted(set(saved) | set(want)) if saved.get(k) != want.get(k)]
     if diff:
