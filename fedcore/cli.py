@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import json
 import os
 import sys
 import tomllib
@@ -40,6 +41,9 @@ class ConfigError(ValueError):
 
 def _field(default: Any, help: str, choices: Sequence[str] | None = None, metavar: str | None = None) -> Any:  # noqa: A002
     return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "metavar": metavar})
+
+
+NON_FINITE = ("raise", "drop")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +78,7 @@ class TrainConfig:
     chunk_size: int = _field(0, "chunked execution: clients per chunk (0: half the clients per round)", metavar="C")
     checkpoint_every: int = _field(10, "checkpoint every N rounds and after the last (0: only at the end)", metavar="N")
     keep: int = _field(3, "number of newest checkpoints to keep", metavar="K")
+    non_finite: str = _field("raise", "a client update with NaN/Inf: stop with an error, or drop it (weight 0, TFF's way)", NON_FINITE)
 
     def resolved(self) -> TrainConfig:
         """The config with algorithm-dependent defaults filled in (what `config.toml` stores)."""
@@ -96,7 +101,8 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-_TYPES = {"algorithm": str, "model": str, "dataset": str, "data_path": str, "execution": str, "shuffle": bool}
+_TYPES = {"algorithm": str, "model": str, "dataset": str, "data_path": str, "execution": str, "shuffle": bool,
+          "non_finite": str}
 for _f in dataclasses.fields(TrainConfig):
     _TYPES.setdefault(_f.name, float if _f.name in ("client_lr", "server_lr", "mu", "dirichlet_alpha") else int)
 
@@ -111,7 +117,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
 
 
 def _check(cfg: TrainConfig) -> TrainConfig:
-    for name in ("algorithm", "model", "dataset", "execution"):
+    for name in ("algorithm", "model", "dataset", "execution", "non_finite"):
         choices = FIELDS[name].metadata["choices"]
         if getattr(cfg, name) not in choices:
             raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {getattr(cfg, name)!r}.")
@@ -212,17 +218,17 @@ def build_process(cfg: TrainConfig, model: Any, population_size: int) -> Any:
     client_opt = optax.sgd(cfg.client_lr)
     lr = cfg.server_lr
     if cfg.algorithm == "fedavg":
-        return learning.build_weighted_fed_avg(model, client_opt, optax.sgd(lr))
+        return learning.build_weighted_fed_avg(model, client_opt, optax.sgd(lr), non_finite=cfg.non_finite)
     if cfg.algorithm == "fedprox":
-        return learning.build_fed_prox(model, client_opt, optax.sgd(lr), mu=cfg.mu)
+        return learning.build_fed_prox(model, client_opt, optax.sgd(lr), mu=cfg.mu, non_finite=cfg.non_finite)
     if cfg.algorithm == "fedadam":
-        return learning.build_weighted_fed_avg(model, client_opt, optax.adam(lr, b1=0.9, b2=0.99, eps=1e-3))
+        return learning.build_weighted_fed_avg(model, client_opt, optax.adam(lr, b1=0.9, b2=0.99, eps=1e-3), non_finite=cfg.non_finite)
     if cfg.algorithm == "fedyogi":
-        return learning.build_weighted_fed_avg(model, client_opt, optax.yogi(lr, b1=0.9, b2=0.99, eps=1e-3))
+        return learning.build_weighted_fed_avg(model, client_opt, optax.yogi(lr, b1=0.9, b2=0.99, eps=1e-3), non_finite=cfg.non_finite)
     if cfg.algorithm == "fedsgd":
-        return learning.build_fed_sgd(model, optax.sgd(lr))
+        return learning.build_fed_sgd(model, optax.sgd(lr), non_finite=cfg.non_finite)
     if cfg.algorithm == "scaffold":
-        return learning.build_scaffold(model, cfg.client_lr, population_size, optax.sgd(lr))
+        return learning.build_scaffold(model, cfg.client_lr, population_size, optax.sgd(lr), non_finite=cfg.non_finite)
     raise ConfigError(f"algorithm must be one of {', '.join(ALGORITHMS)}; got {cfg.algorithm!r}.")
 
 
@@ -262,6 +268,10 @@ def make_eval_fn(cfg: TrainConfig, model: Any, process: Any, test: Any) -> Calla
     from fedcore.learning import build_fed_eval
 
     ids = list(test.client_ids)
+    if cfg.eval_clients > len(ids):
+        raise ConfigError(
+            f"--eval-clients {cfg.eval_clients} exceeds the {len(ids)} test clients; pass at most {len(ids)} (0: all)."
+        )
     if cfg.eval_clients and cfg.eval_clients < len(ids):
         ids = sample_clients(ids, cfg.eval_clients, jax.random.fold_in(jax.random.key(cfg.seed), 2**31 - 1))
     batches = batch_clients([test.dataset(cid) for cid in ids], max(cfg.batch_size, 64), 1)
@@ -306,6 +316,31 @@ def _write_config(cfg: TrainConfig, path: Path) -> None:
     os.replace(tmp, path)
 
 
+class Diverged(ValueError):
+    """Training stopped on a non-finite client update."""
+
+
+def _check_resumable(cfg: TrainConfig, out: Path) -> None:
+    """Before anything is written: the newest checkpoint's tag equals this config's, else the differing fields."""
+    from fedcore.learning import CheckpointError, CheckpointManager, read_checkpoint_header
+
+    for _, path in reversed(CheckpointManager(out / "checkpoints").checkpoints()):
+        try:
+            saved = read_checkpoint_header(path)["tag"]
+            break
+        except CheckpointError:  # a corrupt one: `train` warns and falls back to an older one
+            continue
+    else:
+        return
+    want = json.loads(json.dumps(cfg.checkpoint_tag(), sort_keys=True))
+    diff = [f"{k}: {saved.get(k)!r} -> {want.get(k)!r}" for k in sorted(set(saved) | set(want)) if saved.get(k) != want.get(k)]
+    if diff:
+        raise ConfigError(
+            f"--resume: the checkpoint in {out / 'checkpoints'} was written with other settings ({'; '.join(diff)}); "
+            "drop those flags to continue it, or start a new run with another --out."
+        )
+
+
 def run_training(cfg: TrainConfig, out: Path, *, resume: bool = False, console: Any = None) -> Any:
     """Runs a resolved config into `out` (metrics.jsonl, config.toml, curves.png, checkpoints); returns the `TrainResult`."""
     import fedcore as fc
@@ -327,6 +362,8 @@ def run_training(cfg: TrainConfig, out: Path, *, resume: bool = False, console: 
             pass
     except (TypeError, ValueError) as e:
         raise ConfigError(f"execution {cfg.execution!r}: {e}") from None
+    if resume:
+        _check_resumable(cfg, out)
     _write_config(cfg, out / "config.toml")
     console.print(
         f"fedcore train: {cfg.algorithm}, {cfg.model} model, {cfg.dataset} "
@@ -338,17 +375,28 @@ def run_training(cfg: TrainConfig, out: Path, *, resume: bool = False, console: 
     if resume and learning.CheckpointManager(out / "checkpoints").latest_round() is None:
         console.print(f"no checkpoint in {out / 'checkpoints'}: starting from round 0", highlight=False)
     callbacks = [learning.ProgressBar(console), learning.JsonlLogger(out / "metrics.jsonl")]
-    with fc.execution(cfg.execution, **cfg.execution_options()):
-        result = learning.train(
-            process, round_data, cfg.rounds,
-            eval_fn=eval_fn, eval_every=cfg.eval_every, callbacks=callbacks,
-            checkpoint_dir=out / "checkpoints", checkpoint_every=cfg.checkpoint_every, keep=cfg.keep,
-            resume=resume, checkpoint_tag=cfg.checkpoint_tag(), donate_state=True,  # the CLI owns the state
-        )
     try:
-        learning.plot_curves(out / "metrics.jsonl", out / "curves.png")
-    except ImportError as e:
-        console.print(f"(no curves.png: {e})")
+        with fc.execution(cfg.execution, **cfg.execution_options()):
+            result = learning.train(
+                process, round_data, cfg.rounds,
+                eval_fn=eval_fn, eval_every=cfg.eval_every, callbacks=callbacks,
+                checkpoint_dir=out / "checkpoints", checkpoint_every=cfg.checkpoint_every, keep=cfg.keep,
+                resume=resume, checkpoint_tag=cfg.checkpoint_tag(), donate_state=True,  # the CLI owns the state
+            )
+    except RuntimeError as e:  # equinox's run-time errors (a diverging run) are RuntimeErrors
+        if "not finite" not in str(e):
+            raise
+        raise Diverged(
+            f"a client update became NaN or Inf (non_finite={cfg.non_finite!r}); lower --client-lr, or add "
+            f"--non-finite drop to give such updates weight 0. The last good checkpoint is in {out / 'checkpoints'} "
+            f"and the curves so far in {out / 'curves.png'}."
+        ) from e
+    finally:
+        try:
+            if (out / "metrics.jsonl").is_file():
+                learning.plot_curves(out / "metrics.jsonl", out / "curves.png")
+        except ImportError as e:
+            console.print(f"(no curves.png: {e})")
     _print_summary(console, cfg, result, out, population.test_is_train)
     return result
 
@@ -380,7 +428,11 @@ def _train_command(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues a run and --overwrite replaces it; pass only one of them.")
     out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; --out must be a directory (new or holding a run).")
     if out is None and args.resume:
         out = _latest_run()
         if out is None:
@@ -420,6 +472,8 @@ def _train_command(args: argparse.Namespace) -> int:
 
 
 def _describe_command(args: argparse.Namespace) -> int:
+    if args.max_rows < 0:
+        raise ConfigError(f"--max-rows must be >= 0; got {args.max_rows}.")
     population = load_population(
         args.dataset, num_clients=args.num_clients, dirichlet_alpha=args.dirichlet_alpha, seed=args.seed,
         data_path=args.data_path,
@@ -457,6 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedcore", description="Federated learning on JAX: train and inspect data from the command line."
     )
+    debug_help = "show the full traceback of an error instead of its one-line message"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,describe-data}")
     train = sub.add_parser(
         "train",
@@ -474,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the run in --out (default: the newest under runs/) from its latest checkpoint; "
         "its config.toml is the base config unless --config is given",
     )
+    train.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     train.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     for f in dataclasses.fields(TrainConfig):
         kw: dict[str, Any] = {"default": None, "help": f"{f.metadata['help']} (default: {_default_text(f)})"}
@@ -498,6 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("--dirichlet-alpha", type=float, default=defaults.dirichlet_alpha, help="mnist5k label skew (default: 0.5)")
     describe.add_argument("--seed", type=int, default=defaults.seed, help="partition seed (default: 0)")
     describe.add_argument("--data-path", default="", help="emnist: directory with the HDF5 files or the archive")
+    describe.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     describe.add_argument("--max-rows", type=int, default=20, help="clients listed (default: 20)")
     describe.add_argument("--plot", metavar="FILE", help="also save a label-skew bar chart (PNG)")
     describe.set_defaults(handler=_describe_command)
@@ -511,10 +569,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except ConfigError as e:
+        if getattr(args, "debug", False):
+            raise
         print(f"fedcore {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ImportError) as e:
-        print(f"fedcore {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, ImportError) as e:
+        if getattr(args, "debug", False):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"fedcore {args.command}: error: {first} (run with --debug for the traceback)", file=sys.stderr)
         return 1
 
 

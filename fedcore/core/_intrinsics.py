@@ -18,7 +18,7 @@ import numpy as np
 from jaxtyping import PyTree
 
 from ._batches import Cohort
-from ._execution import current_strategy
+from ._execution import LoopStrategy, current_strategy, merge_stacked
 from ._grouping import cohort_values, is_client_data, place_cohort
 from ._placements import CLIENTS, SERVER, Placement
 from ._types import PlacementError, TensorType, same_type
@@ -158,16 +158,38 @@ def map(fn: Callable[..., PyTree], *args: FederatedValue | Cohort) -> FederatedV
 _ZERO_WEIGHT = "mean: the total client weight is zero (or negative, or NaN); a weighted mean is undefined."
 
 
+_INF_WEIGHT = "mean: the total client weight is infinite; a weighted mean is undefined (rescale the weights)."
+_NEGATIVE_WEIGHT = (
+    "mean: a client weight is negative; weights must be >= 0 (a negative weight extrapolates instead of averaging)."
+)
+
+
 def _positive_total(total: jax.Array) -> jax.Array:
+    total = eqx.error_if(total, jnp.isposinf(total), _INF_WEIGHT)
     return eqx.error_if(total, jnp.logical_not(total > 0), _ZERO_WEIGHT)
+
+
+def _non_negative(w: jax.Array) -> jax.Array:
+    return eqx.error_if(w, jnp.any(w < 0), _NEGATIVE_WEIGHT)
+
+
+def _total_weight(strategy: Any, w: PyTree) -> jax.Array:
+    """The clients' total weight in float, refused when any weight is negative or the total is not positive.
+
+    Both come from the strategy's reductions (`sum`, `min`), so a chunked
+    strategy computes them in its one scan without materialising the weights.
+    """
+    total = jax.tree.leaves(strategy.sum(w, as_float=True))[0]
+    total = _positive_total(total.astype(jnp.result_type(total.dtype, jnp.float32)))
+    return eqx.error_if(total, jax.tree.leaves(strategy.min(w))[0] < 0, _NEGATIVE_WEIGHT)
 
 
 def mean(x: FederatedValue, weight: FederatedValue | None = None) -> FederatedValue:
     """`({T}@CLIENTS, {f32}@CLIENTS) -> T@SERVER`: the (weighted) mean over clients.
 
     `sum_i w_i x_i / sum_i w_i`, leaf by leaf; without `weight`, the plain
-    mean. A zero (or negative, or NaN) total weight raises an error at run
-    time instead of returning NaN. Integer members are averaged in float32.
+    mean. A zero, NaN or infinite total weight, or any negative weight,
+    raises an error at run time instead of returning NaN or extrapolating. Integer members are averaged in float32.
 
     ```python
     >>> import fedcore as fc, jax.numpy as jnp
@@ -189,9 +211,11 @@ def mean(x: FederatedValue, weight: FederatedValue | None = None) -> FederatedVa
     if not x.per_client:
         # Every client holds the same value: the mean is that value, whatever the weights.
         if weight is not None:
-            w = weight.value
-            total = strategy.sum(w) if weight.per_client else w
-            member = eqx.error_if(x.value, jnp.logical_not(jax.tree.leaves(total)[0] > 0), _ZERO_WEIGHT)
+            if weight.per_client:
+                total = _total_weight(strategy, weight.value)
+            else:
+                total = _positive_total(_non_negative(jax.tree.leaves(weight.value)[0]))
+            member = eqx.error_if(x.value, jnp.logical_not(total > 0), _ZERO_WEIGHT)
             return FederatedValue(member, SERVER, True)
         return FederatedValue(x.value, SERVER, True)
     _check_has_clients("mean", x)
@@ -202,14 +226,18 @@ def mean(x: FederatedValue, weight: FederatedValue | None = None) -> FederatedVa
     w = weight.value
     if not weight.per_client:
         w = jnp.broadcast_to(jax.tree.leaves(w)[0], (n,))
-    total_w = jax.tree.leaves(strategy.sum(w, as_float=True))[0]
-    total_w = _positive_total(total_w.astype(jnp.result_type(total_w.dtype, jnp.float32)))
+    total_w = _total_weight(strategy, w)
     weighted = strategy.weighted_sum(x.value, w)
     return FederatedValue(jax.tree.map(lambda a: a / total_w.astype(a.dtype), weighted), SERVER, True)
 
 
 def sum(x: FederatedValue) -> FederatedValue:  # noqa: A001
     """`{T}@CLIENTS -> T@SERVER`: the sum over clients.
+
+    The sum keeps the members' dtype, as TFF's does (int32 sums are int32).
+    An integer sum that would wrap around raises an error at run time instead
+    (detected by summing in float32 alongside, so a sum within about 1e-7 of
+    the dtype's limit may be refused too).
 
     ```python
     >>> import fedcore as fc, jax.numpy as jnp
@@ -218,7 +246,25 @@ def sum(x: FederatedValue) -> FederatedValue:  # noqa: A001
     ```
     """
     _expect_per_client("sum", x)
-    return FederatedValue(current_strategy().sum(x.value), SERVER, True)
+    strategy = current_strategy()
+    total = strategy.sum(x.value)
+    member = jax.tree.leaves(x.type.member, is_leaf=lambda t: isinstance(t, TensorType))
+    narrow = [jnp.issubdtype(t.dtype, jnp.integer) and jnp.iinfo(t.dtype).bits <= 32 for t in member]
+    if builtins.any(narrow):
+        # The same sum in float32 (exact in magnitude to 1e-7) tells whether the integer one wrapped.
+        approx = strategy.sum(x.value, as_float=True)
+        wrapped = [
+            # max + 1 and min are powers of two, exact in float32.
+            jnp.any((f >= float(jnp.iinfo(t.dtype).max) + 1) | (f < float(jnp.iinfo(t.dtype).min)))
+            for t, f, is_narrow in builtins.zip(jax.tree.leaves(total), jax.tree.leaves(approx), narrow)
+            if is_narrow
+        ]
+        total = eqx.error_if(
+            total, jnp.any(jnp.stack(wrapped)),
+            "sum: an integer sum overflowed its dtype (int32 sums stay int32, as in TFF, and would wrap); "
+            "cast the members to float32 (or a wider type) before summing.",
+        )
+    return FederatedValue(total, SERVER, True)
 
 
 def _reduce(op: str, x: FederatedValue) -> FederatedValue:
@@ -333,6 +379,8 @@ def aggregate(
     accumulate: Callable[[PyTree, PyTree], PyTree],
     merge: Callable[[PyTree, PyTree], PyTree],
     report: Callable[[PyTree], PyTree],
+    *,
+    check_laws: bool = False,
 ) -> FederatedValue:
     """`({T}@CLIENTS, A, (A,T)->A, (A,A)->A, A->R) -> R@SERVER`: TFF's general aggregation.
 
@@ -344,11 +392,18 @@ def aggregate(
     every client in parallel and merge the partials in a balanced tree, so
     both orders must agree (as they do for sums, counts, min/max ...).
 
+    A `merge` that is not associative, or a `zero` that is not its identity,
+    gives different answers under different strategies. `check_laws=True`
+    computes both orders on these values (and `merge(zero, a) == a`) and
+    raises at run time where they differ (twice the work: for tests and
+    debugging); `fedcore.testing.check_strategies_agree` catches the same
+    mistake by running a whole computation under every strategy.
+
     ```python
     >>> import fedcore as fc, jax.numpy as jnp
     >>> x = fc.clients_value(jnp.array([1.0, 2.0, 3.0]))
     >>> r = fc.aggregate(x, (0.0, 0), lambda a, v: (a[0] + v, a[1] + 1),
-    ...                  lambda a, b: (a[0] + b[0], a[1] + b[1]), lambda a: a[0] / a[1])
+    ...                  lambda a, b: (a[0] + b[0], a[1] + b[1]), lambda a: a[0] / a[1], check_laws=True)
     >>> float(r)
     2.0
     ```
@@ -358,8 +413,27 @@ def aggregate(
         _expect_server("aggregate (zero)", zero, "an unplaced or SERVER-placed zero")
         zero = zero.value
     zero = jax.tree.map(jnp.asarray, zero)
-    acc = current_strategy().aggregate(x.value, zero, accumulate, merge, x.num_clients)
+    strategy = current_strategy()
+    if check_laws:
+        values = strategy.materialize(x.value)
+        n = x.num_clients
+        folded = LoopStrategy().aggregate(values, zero, accumulate, merge, n)
+        merged = merge_stacked(jax.vmap(lambda v: accumulate(zero, v))(values), merge)
+        agree = _all_close(folded, merged) & _all_close(merge(zero, folded), folded)
+        folded = eqx.error_if(
+            folded, jnp.logical_not(agree),
+            "aggregate: folding the clients in order and merging partial accumulators in a tree give "
+            "different results, so the answer depends on the execution strategy; `merge` must be associative "
+            "and `zero` its identity (merge(zero, a) == a).",
+        )
+        return FederatedValue(report(folded), SERVER, True)
+    acc = strategy.aggregate(x.value, zero, accumulate, merge, x.num_clients)
     return FederatedValue(report(acc), SERVER, True)
+
+
+def _all_close(a: PyTree, b: PyTree) -> jax.Array:
+    pairs = builtins.zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    return jnp.all(jnp.stack([jnp.allclose(u, v, rtol=1e-5, atol=1e-6, equal_nan=True) for u, v in pairs]))
 
 
 def secure_sum(x: FederatedValue, bitwidth: int) -> FederatedValue:

@@ -117,14 +117,60 @@ class FederatedValue(eqx.Module):
     def __array__(self, dtype=None, copy=None):
         return np.asarray(self.value, dtype=dtype)
 
+    def __format__(self, spec: str) -> str:
+        if spec and not self.per_client:
+            leaves = jax.tree_util.tree_leaves(self.value)
+            if len(leaves) == 1 and np.size(leaves[0]) == 1:
+                return format(np.asarray(leaves[0]).item(), spec)
+        return format(str(self), spec)
+
+    # A dict member reads as a read-only mapping, as TFF's structured values do:
+    # `"train" in metrics`, `metrics.keys()`, `metrics.items()`, `for k in metrics`.
+    def _mapping(self, what: str) -> dict:
+        if not isinstance(self.value, dict):
+            raise TypeError(f"{what} needs a value whose member is a dict (a structure with names), got {self.type}.")
+        return self.value
+
+    def keys(self) -> Any:
+        """The member's names, where the member is a dict."""
+        return self._mapping("keys()").keys()
+
+    def items(self) -> list[tuple[Any, "FederatedValue"]]:
+        """`(name, placed member)` pairs, where the member is a dict."""
+        return [(k, self[k]) for k in self._mapping("items()")]
+
+    def values(self) -> list["FederatedValue"]:
+        """The placed members, where the member is a dict."""
+        return [self[k] for k in self._mapping("values()")]
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._mapping("`in`")
+
+    def __iter__(self) -> Any:
+        if isinstance(self.value, dict):
+            return iter(self.value)
+        if isinstance(self.value, (tuple, list)):
+            return iter([self[i] for i in range(len(self.value))])
+        raise TypeError(f"{self.type} is not iterable; read its member with .value.")
+
+    def __len__(self) -> int:
+        if isinstance(self.value, (dict, tuple, list)):
+            return len(self.value)
+        raise TypeError(f"{self.type} has no len(); read its member with .value.")
+
     def __repr__(self) -> str:
         try:
             type_str = str(self.type)
         except Exception:  # noqa: BLE001 - repr must never fail
             type_str = f"?@{self.placement}"
         leaves = jax.tree_util.tree_leaves(self.value)
-        if len(leaves) == 1 and np.size(leaves[0]) <= 8 and not isinstance(leaves[0], jax.core.Tracer):
+        concrete = all(isinstance(a, (jax.Array, np.ndarray, np.generic)) and not isinstance(a, jax.core.Tracer) for a in leaves)
+        if len(leaves) == 1 and np.size(leaves[0]) <= 8 and concrete:
             return f"FederatedValue({type_str}: {np.asarray(leaves[0]).tolist()})"
+        if leaves and concrete and len(leaves) <= 64 and all(np.size(a) <= 8 for a in leaves):
+            # Small structures (metrics) print their numbers, not only their types.
+            numbers = jax.tree.map(lambda a: np.asarray(a).tolist(), self.value)
+            return f"FederatedValue({type_str}: {numbers})"
         return f"FederatedValue({type_str})"
 
 
@@ -209,6 +255,11 @@ def clients_value(values: PyTree | Sequence[PyTree], *, all_equal: bool = False)
                     f"clients_value: clients disagree on a leaf's shape ({sorted(shapes)}); "
                     "pad them to one shape first (see fedcore.data.batch_clients)."
                 )
+        if not jax.tree.leaves(values[0]):
+            raise ValueError(
+                f"clients_value: client 0's value {values[0]!r} holds no arrays (None or an empty "
+                "container), so the value would have no type; give every client an array value."
+            )
         stacked = jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *values)
         return FederatedValue(stacked, CLIENTS, False)
     tree = jax.tree.map(_as_array, values)

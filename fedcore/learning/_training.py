@@ -39,6 +39,7 @@ import numpy as np
 
 import fedcore.core as fc
 
+from .algorithms._checks import check_callbacks
 from ._checkpoint import CheckpointManager
 
 __all__ = [
@@ -364,6 +365,7 @@ def train(
         )
 
     callbacks = list(callbacks)
+    check_callbacks(callbacks)
     for cb in callbacks:
         cb.on_train_begin(start, rounds)
     records: list[RoundRecord] = []

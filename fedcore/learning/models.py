@@ -92,6 +92,9 @@ def from_equinox(
     batch) unless `batched=True`. Trainable parameters are its inexact arrays
     (`eqx.partition(module, eqx.is_inexact_array)`).
 
+    `metrics` are added to `loss`, `num_examples` and `num_batches`, which
+    are always reported (as TFF's `from_keras_model` does).
+
     ```python
     >>> import equinox as eqx, jax
     >>> model = from_equinox(lambda k: eqx.nn.Linear(784, 10, key=k), key=jax.random.key(0))
@@ -107,10 +110,16 @@ def from_equinox(
     params, static = eqx.partition(module, eqx.is_inexact_array)
     if not jax.tree.leaves(params):
         raise ValueError("The model has no trainable (floating-point) arrays.")
+    from .algorithms._checks import check_metric
+
+    for m in metrics:
+        check_metric(m)
     names = [m.name for m in metrics]
     if len(set(names)) != len(names):
         raise ValueError(f"Metric names must be unique, got {names}.")
-    return Model(params, static, loss, tuple(metrics), input_key, label_key, batched)
+    # As TFF's from_keras_model: loss, num_examples and num_batches are always reported.
+    always = [m for m in (_metrics.mean_loss(), _metrics.num_examples(), _metrics.num_batches()) if m.name not in names]
+    return Model(params, static, loss, (*always[:1], *metrics, *always[1:]), input_key, label_key, batched)
 
 
 class _Linear(eqx.Module):

@@ -394,8 +394,8 @@ def _weighted_mean(x, w):
 
 @pytest.mark.parametrize(
     "weights",
-    [jnp.zeros(3), jnp.array([1.0, -1.0, 0.0]), jnp.array([1.0, jnp.nan, 1.0])],
-    ids=["zero", "cancelling", "nan"],
+    [jnp.zeros(3), jnp.array([1.0, jnp.nan, 1.0])],
+    ids=["zero", "nan"],
 )
 def test_zero_total_weight_raises_at_run_time(weights):
     x, w = fc.clients_value(jnp.ones((3, 2))), fc.clients_value(weights)

@@ -9,6 +9,7 @@ import fedcore.core as fc
 from .. import metrics as _metrics
 from .._client_work import local_evaluation
 from ..models import Model
+from ._checks import check_build_args
 from ._process import LearningProcess, ServerState
 
 __all__ = ["build_fed_eval"]
@@ -28,6 +29,7 @@ def build_fed_eval(model: Model) -> LearningProcess:
     >>> # _, metrics = evaluator.next(state, batches); metrics["eval"]["accuracy"]
     ```
     """
+    check_build_args(model)
     import jax.numpy as jnp
 
     @fc.computation

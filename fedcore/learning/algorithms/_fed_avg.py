@@ -14,6 +14,7 @@ import fedcore.core as fc
 
 from .._client_work import local_training
 from ..models import Model
+from ._checks import check_build_args
 from ._process import (
     ClientWeighting,
     LearningProcess,
@@ -58,6 +59,7 @@ def build_weighted_fed_avg(
     >>> # state, metrics = process.next(state, fedcore.data.batch_clients(clients, 20, epochs=10))
     ```
     """
+    check_build_args(model, client_optimizer=client_optimizer, server_optimizer=server_optimizer)
     check_policy(non_finite)
     if proximal_mu < 0:
         raise ValueError(f"proximal_mu must be >= 0, got {proximal_mu}.")

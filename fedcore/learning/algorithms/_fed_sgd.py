@@ -13,6 +13,7 @@ import fedcore.core as fc
 
 from .._client_work import local_gradient
 from ..models import Model
+from ._checks import check_build_args
 from ._process import (
     ClientWeighting,
     LearningProcess,
@@ -45,6 +46,7 @@ def build_fed_sgd(
     >>> process = build_fed_sgd(models.linear(), optax.sgd(0.1))
     ```
     """
+    check_build_args(model, server_optimizer=server_optimizer)
     check_policy(non_finite)
 
     @fc.computation

@@ -17,6 +17,7 @@ import fedcore.core as fc
 from ...core._batches import ClientBatches
 from ...core._grouping import place_cohort
 from .. import metrics as _metrics
+from . import _checks
 from ..models import Model
 
 __all__ = ["ServerState", "LearningProcess", "ClientWeighting", "place_client_data", "client_weight", "train_metrics"]
@@ -131,6 +132,7 @@ class LearningProcess(fc.IterativeProcess):
         self.model = model
 
     def next(self, state: Any, data: Any, *args: Any) -> tuple[Any, Any]:
+        _checks.check_state(self, state), _checks.check_client_data(self.model, data)
         return super().next(state, place_client_data(data), *args)
 
     def get_model_weights(self, state: fc.FederatedValue) -> PyTree:

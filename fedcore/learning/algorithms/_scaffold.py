@@ -16,6 +16,7 @@ import fedcore.core as fc
 
 from .._client_work import local_training
 from ..models import Model
+from ._checks import check_build_args
 from ._process import (
     ClientWeighting,
     LearningProcess,
@@ -57,6 +58,7 @@ def build_scaffold(
     >>> process = build_scaffold(models.linear(), client_learning_rate=0.1, num_clients=100)
     ```
     """
+    check_build_args(model, server_optimizer=server_optimizer)
     check_policy(non_finite)
     if client_learning_rate <= 0:
         raise ValueError(f"client_learning_rate must be > 0, got {client_learning_rate}.")
