@@ -220,7 +220,7 @@ def build_process(cfg: TrainConfig, model: Any, population_size: int) -> Any:
     if cfg.algorithm == "fedavg":
         return learning.build_weighted_fed_avg(model, client_opt, optax.sgd(lr), non_finite=cfg.non_finite)
     if cfg.algorithm == "fedprox":
-        return learning.build_fed_prox(model, client_opt, optax.sgd(lr), mu=cfg.mu, non_finite=cfg.non_finite)
+        return learning.build_fed_prox(model, client_opt, optax.sgd(lr), proximal_strength=cfg.mu, non_finite=cfg.non_finite)
     if cfg.algorithm == "fedadam":
         return learning.build_weighted_fed_avg(model, client_opt, optax.adam(lr, b1=0.9, b2=0.99, eps=1e-3), non_finite=cfg.non_finite)
     if cfg.algorithm == "fedyogi":

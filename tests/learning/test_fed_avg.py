@@ -42,8 +42,8 @@ NUM_CLIENTS, MAX_EXAMPLES, BATCH, EPOCHS = 3, 8, 4, 2
 FEDAVG = build_weighted_fed_avg(MODEL, optax.sgd(LR), optax.sgd(1.0))
 UNWEIGHTED = build_unweighted_fed_avg(MODEL, optax.sgd(LR), optax.sgd(1.0))
 BY_STEPS = build_weighted_fed_avg(MODEL, optax.sgd(LR), optax.sgd(1.0), client_weighting=lambda r: r.num_steps)
-PROX_ZERO = build_fed_prox(MODEL, optax.sgd(LR), mu=0.0)
-PROX = build_fed_prox(MODEL, optax.sgd(LR), mu=MU)
+PROX_ZERO = build_fed_prox(MODEL, optax.sgd(LR), proximal_strength=0.0)
+PROX = build_fed_prox(MODEL, optax.sgd(LR), proximal_strength=MU)
 FEDSGD = build_fed_sgd(MODEL, optax.sgd(0.5))
 
 three_clients = client_datasets(NUM_CLIENTS, max_examples=MAX_EXAMPLES)
@@ -180,7 +180,7 @@ def test_fed_prox_reports_the_model_loss_without_the_proximal_term(clients, para
 def test_fed_prox_pulls_client_models_towards_the_global_model():
     data = _batches(learnable_clients(num_clients=1, examples=MAX_EXAMPLES))
     distances = []
-    for mu, process in [(0.0, FEDAVG), (MU, PROX), (5.0, build_fed_prox(MODEL, optax.sgd(LR), mu=5.0))]:
+    for mu, process in [(0.0, FEDAVG), (MU, PROX), (5.0, build_fed_prox(MODEL, optax.sgd(LR), proximal_strength=5.0))]:
         state, _ = process.next(process.initialize(), data)  # one client, server SGD(1): its model
         distances.append(float(np.sqrt(sum(np.sum(a**2) for a in to_numpy(process.get_model_weights(state))))))
     assert distances[0] > distances[1] > distances[2] > 0.0
@@ -209,7 +209,8 @@ def test_state_type_is_fixed_and_metrics_follow_tff_layout():
     assert str(fc.type_of(state)).endswith("@SERVER")
     new_state, metrics = FEDAVG.next(state, _batches(learnable_clients(NUM_CLIENTS, MAX_EXAMPLES)))
     assert fc.same_type(fc.type_of(state), fc.type_of(new_state))
-    assert set(metrics.value) == {"client_work", "train", "num_non_finite_updates"}
+    assert set(metrics.value) == {"client_work", "train", "num_non_finite_updates", "aggregator"}
+    assert metrics.value["aggregator"] == {}
     assert set(metrics.value["train"]) == {"loss", "accuracy", "num_examples", "num_batches"}
     for name, value in metrics.value["train"].items():  # the short alias holds the same numbers
         assert float(metrics.value["client_work"]["train"][name]) == float(value)

@@ -214,8 +214,8 @@ def test_auto_convolution_is_resolved_per_backend_at_construction():
             "Metric names must be unique",
         ),
         (lambda: models.mlp(784, 10, hidden=(32, 16)), ValueError, "equal hidden widths"),
-        (lambda: build_weighted_fed_avg(MODEL, optax.sgd(0.1), proximal_mu=-1.0), ValueError, "proximal_mu must be"),
-        (lambda: build_fed_prox(MODEL, optax.sgd(0.1), mu=-0.5), ValueError, "proximal_mu must be >= 0"),
+        (lambda: build_weighted_fed_avg(MODEL, optax.sgd(0.1), proximal_strength=-1.0), ValueError, "proximal_strength must be"),
+        (lambda: build_fed_prox(MODEL, optax.sgd(0.1), proximal_strength=-0.5), ValueError, "proximal_strength must be >= 0"),
     ],
     ids=["not-a-module", "no-float-arrays", "duplicate-metrics", "unequal-mlp", "negative-mu", "negative-prox-mu"],
 )

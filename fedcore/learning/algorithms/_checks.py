@@ -20,6 +20,7 @@ import numpy as np
 import optax
 
 import fedcore.core as fc
+from fedcore import aggregators as fa
 
 from ...core._batches import ClientBatches
 from .. import losses as _losses
@@ -82,11 +83,32 @@ def check_optimizer(opt: Any, what: str) -> None:
     raise TypeError(f"{what} must be an optax.GradientTransformation (e.g. optax.sgd(0.1)), got {type(opt).__name__}.")
 
 
-def check_build_args(model: Any, **optimizers: Any) -> None:
-    """Every builder's one-line check: the model and each named optimizer."""
+def check_build_args(model: Any, model_aggregator: Any = None, **optimizers: Any) -> None:
+    """Every builder's one-line check: the model, the model aggregator and each named optimizer."""
     check_model(model)
+    if model_aggregator is not None:
+        check_aggregator(model_aggregator)
     for what, opt in optimizers.items():
         check_optimizer(opt, what)
+
+
+def check_aggregator(agg: Any) -> None:
+    """An `fa.Aggregator` (a reducer or a chain ending in one), not a stage, factory or class."""
+    if isinstance(agg, fa.Aggregator):
+        return
+    if isinstance(agg, fa.Stage):
+        raise TypeError(
+            f"model_aggregator must be an aggregator, got the stage {agg.name!r} alone; "
+            f"end it with a reducer: fa.chain(<the stage>, fa.mean())."
+        )
+    if callable(agg):
+        raise TypeError(
+            f"model_aggregator must be an fa.Aggregator, got the function {_name(agg)!r}; "
+            f"call it: {_name(agg)}() (TFF takes aggregation factories, fedcore takes the aggregator)."
+        )
+    raise TypeError(
+        f"model_aggregator must be an fa.Aggregator (e.g. fa.mean(), fa.dp_mean(...)), got {type(agg).__name__}."
+    )
 
 
 _CALLBACK_METHODS = ("on_train_begin", "on_round_end", "on_train_end")

@@ -13,6 +13,7 @@ import optax
 from jaxtyping import Array, Int, PyTree
 
 import fedcore.core as fc
+from fedcore import aggregators as fa
 
 from ...core._batches import ClientBatches
 from ...core._grouping import place_cohort
@@ -20,16 +21,28 @@ from .. import metrics as _metrics
 from . import _checks
 from ..models import Model
 
-__all__ = ["ServerState", "LearningProcess", "ClientWeighting", "place_client_data", "client_weight", "train_metrics"]
+__all__ = [
+    "ServerState",
+    "LearningProcess",
+    "ClientWeighting",
+    "place_client_data",
+    "client_weight",
+    "train_metrics",
+    "initial_server_state",
+    "aggregate_updates",
+    "round_metrics",
+]
 
 
 class ServerState(eqx.Module):
-    """The server's state: global model parameters, server optimizer state, round number, and algorithm extras."""
+    """The server's state: global model parameters, server optimizer state, round number, algorithm
+    extras (SCAFFOLD's controls) and the model aggregator's state (`()` for `fa.mean()`)."""
 
     params: PyTree
     opt_state: PyTree
     round_num: Int[Array, ""]
     extra: PyTree = ()
+    aggregator: PyTree = ()
 
 
 class ClientWeighting(enum.Enum):
@@ -40,7 +53,12 @@ class ClientWeighting(enum.Enum):
 
 
 def client_weight(weighting: ClientWeighting | Callable[[Any], Array], result: Any) -> Array:
-    """A client's weight from its local result (`num_examples`, 1, or a user function of the result)."""
+    """A client's weight from its `LocalResult` (`num_examples`, 1, or a user function of the result).
+
+    Every algorithm hands a callable `client_weighting` the same thing: the
+    client's `LocalResult` (`params`, `metric_states`, `num_examples`,
+    `num_steps`), e.g. `lambda r: r.num_steps`.
+    """
     if weighting is ClientWeighting.NUM_EXAMPLES:
         return result.num_examples.astype(jnp.float32)
     if weighting is ClientWeighting.UNIFORM:
@@ -83,11 +101,79 @@ def train_metrics(model: Model, summed_states: dict[str, Any], extra: dict[str, 
     return out
 
 
-def server_step(optimizer: optax.GradientTransformation, state: ServerState, delta: PyTree) -> ServerState:
+def server_step(
+    optimizer: optax.GradientTransformation, state: ServerState, delta: PyTree, aggregator_state: PyTree = None
+) -> ServerState:
     """Applies the server optimizer to the negated mean delta (a pseudo-gradient), as TFF does."""
     pseudo_grad = jax.tree.map(jnp.negative, delta)
-    updates, opt_state = optimizer.update(pseudo_grad, state.opt_state, state.params)
-    return ServerState(optax.apply_updates(state.params, updates), opt_state, state.round_num + 1, state.extra)
+    return apply_server_gradient(optimizer, state, pseudo_grad, aggregator_state)
+
+
+def apply_server_gradient(
+    optimizer: optax.GradientTransformation, state: ServerState, grad: PyTree, aggregator_state: PyTree = None
+) -> ServerState:
+    """One step of the server optimizer on `grad`; the round number advances, the aggregator state is replaced."""
+    updates, opt_state = optimizer.update(grad, state.opt_state, state.params)
+    agg = state.aggregator if aggregator_state is None else aggregator_state
+    return ServerState(optax.apply_updates(state.params, updates), opt_state, state.round_num + 1, state.extra, agg)
+
+
+def initial_server_state(
+    model: Model,
+    server_optimizer: optax.GradientTransformation,
+    aggregator: fa.Aggregator,
+    key: Any = None,
+    extra: Callable[[PyTree], PyTree] | None = None,
+) -> fc.FederatedValue:
+    """`ServerState@SERVER`: the model's initial parameters, a fresh server optimizer, round 0, the
+    aggregator's initial state (`aggregator.init(params, key)`) and `extra(params)` (or `()`).
+
+    Call it inside the algorithm's `initialize` computation.
+    """
+    params = model.initial_params
+    extras = () if extra is None else extra(params)
+    return fc.apply(
+        lambda a: ServerState(params, server_optimizer.init(params), jnp.int32(0), extras, a),
+        aggregator.init(params, key),
+    )
+
+
+def aggregate_updates(
+    aggregator: fa.Aggregator,
+    state: fc.FederatedValue,
+    updates: fc.FederatedValue,
+    weights: fc.FederatedValue | None,
+) -> fa.AggregatorOutput:
+    """`(ServerState@SERVER, {T}@CLIENTS, {f32}@CLIENTS) -> AggregatorOutput`: one round of the model
+    aggregator over the clients' updates, from the aggregator state kept in the server state."""
+    return aggregator.next(fc.apply(lambda s: s.aggregator, state), updates, weights)
+
+
+def round_metrics(
+    model: Model,
+    metric_states: fc.FederatedValue,
+    num_non_finite: fc.FederatedValue,
+    aggregator_measurements: fc.FederatedValue,
+) -> fc.FederatedValue:
+    """`<...>@SERVER`: TFF's metrics layout, the count of non-finite client updates, and the
+    aggregator's measurements under `"aggregator"` (TFF's `aggregator` key)."""
+    return fc.apply(
+        lambda m, bad, agg: train_metrics(model, m, {"num_non_finite_updates": bad, "aggregator": agg}),
+        fc.sum(metric_states),
+        num_non_finite,
+        aggregator_measurements,
+    )
+
+
+def aggregator_weights(
+    weighting: ClientWeighting | Callable[[Any], Array], policy: str, weights: fc.FederatedValue
+) -> fc.FederatedValue | None:
+    """The weights handed to the model aggregator: `None` (an unweighted aggregate, as DP-FedAvg
+    needs) when every client counts equally, else the per-client weights (which, under
+    `non_finite="drop"`, are 0 for a dropped client)."""
+    if weighting is ClientWeighting.UNIFORM and policy == "raise":
+        return None
+    return weights
 
 
 def check_finite(policy: str, delta: PyTree, weight: Array) -> tuple[PyTree, Array, Array]:

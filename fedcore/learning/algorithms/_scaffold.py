@@ -13,6 +13,7 @@ import optax
 from jaxtyping import Array
 
 import fedcore.core as fc
+from fedcore import aggregators as fa
 
 from .._client_work import local_training
 from ..models import Model
@@ -21,12 +22,15 @@ from ._process import (
     ClientWeighting,
     LearningProcess,
     ServerState,
+    aggregate_updates,
+    aggregator_weights,
     check_finite,
     check_policy,
     client_weight,
+    initial_server_state,
     raise_if_non_finite,
+    round_metrics,
     server_step,
-    train_metrics,
 )
 
 __all__ = ["build_scaffold"]
@@ -39,6 +43,8 @@ def build_scaffold(
     server_optimizer: optax.GradientTransformation = optax.sgd(1.0),
     client_weighting: ClientWeighting | Callable[[Any], Array] = ClientWeighting.UNIFORM,
     *,
+    model_aggregator: fa.Aggregator | None = None,
+    model_aggregator_key: Array | None = None,
     non_finite: str = "raise",
 ) -> LearningProcess:
     """SCAFFOLD with option-II control variates.
@@ -53,12 +59,17 @@ def build_scaffold(
     `process.next(state, batches, client_ids)` takes the ids (ints in
     `[0, num_clients)`) of the round's clients, in the order of `batches`.
 
+    `model_aggregator` combines the model deltas (as in `build_weighted_fed_avg`);
+    the control deltas are always summed exactly (`fc.sum`): they are the
+    algorithm's own state, not an update to privatise or compress.
+
     ```python
     >>> from fedcore.learning import models, build_scaffold
     >>> process = build_scaffold(models.linear(), client_learning_rate=0.1, num_clients=100)
     ```
     """
-    check_build_args(model, server_optimizer=server_optimizer)
+    aggregator = fa.mean() if model_aggregator is None else model_aggregator
+    check_build_args(model, aggregator, server_optimizer=server_optimizer)
     check_policy(non_finite)
     if client_learning_rate <= 0:
         raise ValueError(f"client_learning_rate must be > 0, got {client_learning_rate}.")
@@ -66,13 +77,14 @@ def build_scaffold(
         raise ValueError(f"num_clients (the population size) must be >= 1, got {num_clients}.")
     client_optimizer = optax.sgd(client_learning_rate)
 
-    @fc.computation
-    def initialize():
-        params = model.initial_params
+    def controls(params):
         zeros = jax.tree.map(jnp.zeros_like, params)
         table = jax.tree.map(lambda p: jnp.zeros((num_clients, *p.shape), p.dtype), params)
-        extra = {"control": zeros, "client_controls": table}
-        return fc.server_value(ServerState(params, server_optimizer.init(params), jnp.int32(0), extra))
+        return {"control": zeros, "client_controls": table}
+
+    @fc.computation
+    def initialize():
+        return initial_server_state(model, server_optimizer, aggregator, model_aggregator_key, controls)
 
     def client_update(global_params, control, table, client, client_id):
         own = jax.tree.map(lambda t: t[client_id], table)
@@ -94,11 +106,12 @@ def build_scaffold(
             "non_finite": bad,
         }
 
-    def server_update(state, mean_delta, control_delta_sum, ids, new_controls, bad):
-        new = server_step(server_optimizer, state, mean_delta)
+    def server_update(state, mean_delta, aggregator_state, control_delta_sum, ids, new_controls, bad):
+        new = server_step(server_optimizer, state, mean_delta, aggregator_state)
         control = jax.tree.map(lambda c, d: c + d / num_clients, state.extra["control"], control_delta_sum)
         table = jax.tree.map(lambda t, n: t.at[ids].set(n), state.extra["client_controls"], new_controls)
-        new = ServerState(new.params, new.opt_state, new.round_num, {"control": control, "client_controls": table})
+        extra = {"control": control, "client_controls": table}
+        new = ServerState(new.params, new.opt_state, new.round_num, extra, new.aggregator)
         return raise_if_non_finite(non_finite, new, bad)
 
     def _ids_bad(ids):
@@ -125,19 +138,19 @@ def build_scaffold(
         )
         out = fc.map(client_update, fc.broadcast(params), fc.broadcast(control), fc.broadcast(table), client_data, client_ids)
         bad = fc.sum(out["non_finite"])
+        weights = aggregator_weights(client_weighting, non_finite, out["weight"])
+        aggregated = aggregate_updates(aggregator, state, out["delta"], weights)
         new_state = fc.apply(
             server_update,
             state,
-            fc.mean(out["delta"], out["weight"]),
+            aggregated.result,
+            aggregated.state,
             fc.sum(out["control_delta"]),
             fc.collect(client_ids),
             fc.collect(out["new_control"]),
             bad,
         )
-        metrics = fc.apply(
-            lambda m, b: train_metrics(model, m, {"num_non_finite_updates": b}), fc.sum(out["metrics"]), bad
-        )
-        return new_state, metrics
+        return new_state, round_metrics(model, out["metrics"], bad, aggregated.measurements)
 
     return _ScaffoldProcess(initialize, next, model, num_clients)
 
