@@ -115,7 +115,7 @@ class Computation:
         strategy = current_strategy()
         if not strategy.jit:
             return self._record(*args)
-        return self._program(strategy)(*args)
+        return self._program(strategy)(*strategy.place_arguments(args))
 
     def donating(self) -> "Computation":
         """This computation with its first argument donated (`donate="first"`), e.g. a process's state.

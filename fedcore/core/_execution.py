@@ -181,6 +181,15 @@ class ExecutionStrategy(abc.ABC):
         """Lays out a stacked per-client pytree for this strategy (identity by default)."""
         return x
 
+    def place_arguments(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A jitted computation's arguments, laid out before the call (identity by default).
+
+        A strategy that spans devices gives every argument an explicit layout
+        here, so that the compiled program never picks one the next round
+        cannot take (issue 12).
+        """
+        return args
+
     def __hash__(self) -> int:
         return hash((type(self), tuple(sorted(vars(self).items()))))
 

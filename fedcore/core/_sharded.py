@@ -9,6 +9,16 @@ local reduction plus one all-reduce across devices. When the number of
 clients is not a multiple of the number of devices, XLA pads the clients
 axis inside the program and masks the padding out of every reduction.
 
+Every argument of a jitted computation gets an explicit layout before the
+call (`place_arguments`): per-client arrays whose client count divides the
+number of shards are split over the clients axis, every other array is
+replicated, arrays already on the mesh's devices keep their layout. Without
+it, XLA chose the inputs' layouts itself once a committed mesh array (the
+previous round's state) was among them, and picked splits that cannot be
+expressed for uneven cohorts (issue 12's `IndivisibleError` at round 2).
+An uneven cohort's data is therefore held whole on every device: for cohorts
+too large for that, choose a cohort size divisible by the device count.
+
 Multi-host: start every process with `jax.distributed.initialize(...)`; the
 mesh then spans every process's devices, and `ShardedStrategy.place_local_clients`
 builds the global per-client arrays from each process's own clients.
@@ -27,6 +37,7 @@ from jaxtyping import PyTree
 from ._execution import ExecutionStrategy, register_strategy
 from ._grouping import map_by_steps
 from ._placements import CLIENTS_AXIS
+from ._values import FederatedValue, is_placed
 
 __all__ = ["ShardedStrategy"]
 
@@ -122,15 +133,39 @@ class ShardedStrategy(ExecutionStrategy):
     def place_clients(self, x: PyTree) -> PyTree:
         """Puts a stacked per-client pytree on the mesh, clients split over `axis`.
 
-        Optional (computations reshard their inputs), but placing data once
+        Optional (computations lay out their arguments), but placing data once
         saves a transfer every round. A client count that is not a multiple
-        of `num_shards` cannot be laid out outside a computation: such data is
-        returned as it is and split inside each computation.
+        of `num_shards` cannot be split outside a computation: such data is
+        replicated (and split inside each computation).
         """
-        leaves = jax.tree.leaves(x)
-        if leaves and all(np.shape(a)[0] % self.num_shards == 0 for a in leaves):
-            return jax.device_put(x, self.clients_sharding)
-        return x
+        return jax.tree.map(lambda a: self._place_leaf(a, per_client=True), x)
+
+    def _on_mesh(self, a: Any) -> bool:
+        return isinstance(a, jax.Array) and a.committed and a.sharding.device_set == set(self.mesh.devices.flat)
+
+    def _place_leaf(self, a: Any, per_client: bool) -> Any:
+        if isinstance(a, jax.core.Tracer) or not hasattr(a, "shape") or self._on_mesh(a):
+            return a
+        if per_client and np.ndim(a) and np.shape(a)[0] % self.num_shards == 0:
+            return jax.device_put(a, self.clients_sharding)
+        return jax.device_put(a, NamedSharding(self.mesh, PartitionSpec()))
+
+    def place_arguments(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Every placed argument laid out on the mesh: see the module's docstring.
+
+        With several processes the arguments are left as they are: build them
+        with `place_local_clients` and `place_replicated`.
+        """
+        if jax.process_count() > 1:
+            return args
+
+        def place(v: Any) -> Any:
+            if not is_placed(v):
+                return v
+            value = jax.tree.map(lambda a: self._place_leaf(a, v.per_client), v.value)
+            return FederatedValue(value, v.placement, v.all_equal)
+
+        return jax.tree.map(place, args, is_leaf=is_placed)
 
     def place_local_clients(self, local: PyTree) -> PyTree:
         """Multi-host: the global per-client pytree made of every process's own clients.

@@ -121,7 +121,6 @@ def test_two_dimensional_mesh_and_placed_data(eight_devices):
     assert eight_devices["placed_equal"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: state carried on the mesh fails for K not a multiple of 8")
 def test_state_carried_over_rounds_on_eight_devices_for_an_uneven_cohort(eight_devices):
     assert eight_devices["carried_state_equal"] == {"10": True, "16": True}
 
