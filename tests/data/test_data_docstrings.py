@@ -4,7 +4,6 @@ Docstrings wrap examples in markdown fences; a fence line is not expected output
 """
 
 import doctest
-import pathlib
 import re
 
 import pytest
@@ -46,18 +45,6 @@ def test_docstring_examples_run(module):
         runner.run(cleaned)
     result = runner.summarize(verbose=False)
     assert result.failed == 0, f"{result.failed} docstring example(s) failed in {module.__name__} (see output above)"
-
-
-def test_docs_data_md_examples_run():
-    """The `>>>` examples of docs/data.md run and print what they show."""
-    path = pathlib.Path(__file__).resolve().parents[2] / "docs" / "data.md"
-    blocks = re.findall(r"```python\n(.*?)```", path.read_text(), re.S)
-    source = "\n".join(b for b in blocks if ">>>" in b)
-    assert source, "docs/data.md has no >>> examples"
-    test = doctest.DocTestParser().get_doctest(source, {}, "data.md", str(path), 0)
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    runner.run(test)
-    assert runner.summarize(verbose=False).failed == 0
 
 
 def test_public_api_is_exported():
