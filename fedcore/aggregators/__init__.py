@@ -5,7 +5,8 @@ Import as `from fedcore import aggregators as fa`.
 """
 
 from ._base import Aggregator, AggregatorOutput, Stage, chain
+from . import privacy
 from ._clipping import clip, zeroing
 from ._reducers import mean, sum  # noqa: A004
 
-__all__ = ["Aggregator", "AggregatorOutput", "Stage", "chain", "clip", "zeroing", "mean", "sum"]
+__all__ = ["Aggregator", "AggregatorOutput", "Stage", "chain", "clip", "zeroing", "mean", "sum", "privacy"]
