@@ -15,6 +15,9 @@ FORBIDDEN = {
     "data": {"aggregators", "learning", "testing", "cli"},
     "testing": {"cli"},
 }
+# Private modules of the top package that sit below every layer: any layer may use them,
+# and they import nothing of fedcore.
+BELOW_EVERY_LAYER = {"_atomic"}
 
 
 def _imported_layers(path: pathlib.Path) -> set[str]:
@@ -48,6 +51,13 @@ def test_layer_imports_only_from_below(layer):
     for path in files:
         bad = _imported_layers(path) & FORBIDDEN[layer]
         assert not bad, f"{path.relative_to(PACKAGE)} imports {sorted(bad)}, above its layer {layer!r}"
+
+
+@pytest.mark.parametrize("name", sorted(BELOW_EVERY_LAYER))
+def test_the_modules_below_every_layer_import_no_fedcore(name):
+    path = PACKAGE / f"{name}.py"
+    assert path.is_file(), f"fedcore/{name}.py is listed as below every layer but does not exist"
+    assert not _imported_layers(path), f"fedcore/{name}.py imports {sorted(_imported_layers(path))}"
 
 
 def test_checker_sees_a_violation(tmp_path, monkeypatch):
