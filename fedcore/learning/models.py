@@ -110,10 +110,8 @@ def from_equinox(
     params, static = eqx.partition(module, eqx.is_inexact_array)
     if not jax.tree.leaves(params):
         raise ValueError("The model has no trainable (floating-point) arrays.")
-    from .algorithms._checks import check_metric
-
     for m in metrics:
-        check_metric(m)
+        _metrics.check_metric(m)
     names = [m.name for m in metrics]
     if len(set(names)) != len(names):
         raise ValueError(f"Metric names must be unique, got {names}.")
