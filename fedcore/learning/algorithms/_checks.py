@@ -23,7 +23,6 @@ import fedcore.core as fc
 
 from ...core._batches import ClientBatches
 from .. import losses as _losses
-from .. import metrics as _metrics
 from ..metrics import check_metric
 from ..models import Model
 
