@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fedcore._atomic import atomic_writer
+
 __all__ = ["TrainConfig", "ConfigError", "main", "build_parser", "resolve_config", "run_training"]
 
 ALGORITHMS = ("fedavg", "fedsgd", "fedprox", "fedadam", "fedyogi", "scaffold")
@@ -310,10 +312,8 @@ OUTPUT_FILES = ("metrics.jsonl", "config.toml", "curves.png")
 def _write_config(cfg: TrainConfig, path: Path) -> None:
     import tomli_w
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(tomli_w.dumps(dataclasses.asdict(cfg)))
-    os.replace(tmp, path)
+    with atomic_writer(path) as f:
+        f.write(tomli_w.dumps(dataclasses.asdict(cfg)))
 
 
 class Diverged(ValueError):

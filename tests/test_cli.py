@@ -202,7 +202,7 @@ def test_sigkill_mid_checkpoint_then_resume_equals_an_uninterrupted_run(referenc
         proc.stdout.close()
     ckpts = out / "checkpoints"
     assert sorted(p.name for p in ckpts.glob("ckpt-*")) == ["ckpt-000002.eqx", "ckpt-000004.eqx"]
-    assert [p.name for p in ckpts.glob(".ckpt-000006.eqx.tmp.*")]  # the torn write is only a temp file
+    assert [p.name for p in ckpts.glob(".ckpt-000006.eqx.*.part")]  # the torn write is only a temp file
     # the run so far repeats the reference exactly
     assert _no_seconds(read_metrics(out / "metrics.jsonl")) == _no_seconds(read_metrics(ref / "metrics.jsonl"))
 

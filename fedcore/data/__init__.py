@@ -14,7 +14,14 @@
 
 from . import datasets, download, partition
 from ._batching import batch_clients, batch_population
-from ._client_data import ClientData, HDF5ClientData, InMemoryClientData, UnknownClientError, from_clients_dict
+from ._client_data import (
+    ClientData,
+    HDF5ClientData,
+    InMemoryClientData,
+    UnknownClientError,
+    describe,
+    from_clients_dict,
+)
 from ._sampling import (
     ClientSampler,
     FixedCohortSampler,
@@ -23,7 +30,7 @@ from ._sampling import (
     sample_clients,
     sampler_from_dict,
 )
-from ._summary import DataSummary, describe
+from ._summary import DataSummary
 
 __all__ = [
     "ClientData",

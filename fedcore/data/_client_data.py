@@ -29,13 +29,12 @@ from __future__ import annotations
 import abc
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import numpy as np
 
-if TYPE_CHECKING:
-    from ._summary import DataSummary
+from ._summary import DataSummary
 
 __all__ = [
     "ClientData",
@@ -43,6 +42,7 @@ __all__ = [
     "HDF5ClientData",
     "UnknownClientError",
     "from_clients_dict",
+    "describe",
 ]
 
 ClientDataset = dict[str, np.ndarray]
@@ -244,8 +244,6 @@ class ClientData(abc.ABC):
 
     def describe(self, label_key: str = "y", num_classes: int | None = None) -> DataSummary:
         """Per-client sizes and label histograms; `print()` the result for a table."""
-        from ._summary import describe
-
         return describe(self, label_key=label_key, num_classes=num_classes)
 
     def plot_label_skew(
@@ -509,3 +507,32 @@ class HDF5ClientData(ClientData):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["path"], group=state["group"], keys=state["keys"])
+
+
+def describe(client_data: ClientData, label_key: str = "y", num_classes: int | None = None) -> DataSummary:
+    """Summarise a population: client sizes and a label histogram per client.
+
+    Reads only `label_key` where the storage allows. Labels must be
+    non-negative integers (one per example); `num_classes` defaults to the
+    largest label seen plus one.
+    """
+    ids = client_data.client_ids
+    labels = []
+    for cid in ids:
+        y = client_data._labels(cid, label_key)
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(
+                f"describe() needs integer labels of shape (n,) under {label_key!r}; client {cid!r} has "
+                f"{y.dtype.name}{list(y.shape)}. Pass label_key= for another key."
+            )
+        if y.size and y.min() < 0:
+            raise ValueError(f"describe() needs non-negative labels; client {cid!r} has label {int(y.min())}.")
+        labels.append(y)
+    largest = max((int(y.max()) for y in labels if y.size), default=-1)
+    if num_classes is None:
+        num_classes = largest + 1
+    elif largest >= num_classes:
+        raise ValueError(f"num_classes={num_classes} but a client has label {largest}.")
+    counts = np.stack([np.bincount(y, minlength=num_classes) for y in labels]) if labels else np.zeros((0, num_classes), np.int64)
+    sizes = np.array([len(y) for y in labels], dtype=np.int64)
+    return DataSummary(client_ids=tuple(ids), num_examples=sizes, label_counts=counts)

@@ -19,15 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import TYPE_CHECKING
-
 import numpy as np
 from jaxtyping import Int
 
-if TYPE_CHECKING:
-    from ._client_data import ClientData
-
-__all__ = ["DataSummary", "describe"]
+__all__ = ["DataSummary"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -146,32 +141,3 @@ class DataSummary:
         out = os.fspath(path)
         fig.savefig(out)
         return out
-
-
-def describe(client_data: ClientData, label_key: str = "y", num_classes: int | None = None) -> DataSummary:
-    """Summarise a population: client sizes and a label histogram per client.
-
-    Reads only `label_key` where the storage allows. Labels must be
-    non-negative integers (one per example); `num_classes` defaults to the
-    largest label seen plus one.
-    """
-    ids = client_data.client_ids
-    labels = []
-    for cid in ids:
-        y = client_data._labels(cid, label_key)
-        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(
-                f"describe() needs integer labels of shape (n,) under {label_key!r}; client {cid!r} has "
-                f"{y.dtype.name}{list(y.shape)}. Pass label_key= for another key."
-            )
-        if y.size and y.min() < 0:
-            raise ValueError(f"describe() needs non-negative labels; client {cid!r} has label {int(y.min())}.")
-        labels.append(y)
-    largest = max((int(y.max()) for y in labels if y.size), default=-1)
-    if num_classes is None:
-        num_classes = largest + 1
-    elif largest >= num_classes:
-        raise ValueError(f"num_classes={num_classes} but a client has label {largest}.")
-    counts = np.stack([np.bincount(y, minlength=num_classes) for y in labels]) if labels else np.zeros((0, num_classes), np.int64)
-    sizes = np.array([len(y) for y in labels], dtype=np.int64)
-    return DataSummary(client_ids=tuple(ids), num_examples=sizes, label_counts=counts)

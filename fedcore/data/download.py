@@ -24,13 +24,13 @@ import hashlib
 import http.client
 import os
 import tarfile
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+
+from fedcore._atomic import atomic_writer
 
 __all__ = [
     "DownloadError",
@@ -70,33 +70,6 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not supported everywhere (e.g. Windows)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-@contextlib.contextmanager
-def _atomic_writer(dest: Path) -> Iterator[BinaryIO]:
-    """Yield a temp file next to `dest`; on success fsync and rename it to `dest`, else delete it."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _filename_of(url: str) -> str:
@@ -142,7 +115,7 @@ def fetch(
     with response:
         length = response.headers.get("Content-Length")
         expected_len = int(length) if length and length.isdigit() else None
-        with _atomic_writer(dest) as out:
+        with atomic_writer(dest, "wb") as out:
             while True:
                 try:
                     chunk = response.read(_CHUNK)
@@ -183,38 +156,25 @@ def extract_tar(
     archive = Path(archive)
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
-    staged: list[tuple[str, Path]] = []
     advice = f"Delete {archive} and run again to download it anew, or point to a good copy."
-    try:
+    # Every member's atomic writer stays open until all are read: an error
+    # anywhere unwinds them all (temps removed), success renames them all.
+    with contextlib.ExitStack() as writers:
+        found = set()
         try:
             with tarfile.open(archive, "r:*") as tar:
-                found = {}
                 for info in tar:
                     base = os.path.basename(info.name)
-                    if info.isfile() and base in members:
-                        fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{base}.", suffix=".part")
-                        staged.append((base, Path(tmp)))
+                    if info.isfile() and base in members and base not in found:
                         src = tar.extractfile(info)
                         assert src is not None
-                        with os.fdopen(fd, "wb") as out:
-                            for chunk in iter(lambda: src.read(_CHUNK), b""):
-                                out.write(chunk)
-                            out.flush()
-                            os.fsync(out.fileno())
-                        found[base] = Path(tmp)
+                        out = writers.enter_context(atomic_writer(dest / base, "wb"))
+                        for chunk in iter(lambda: src.read(_CHUNK), b""):
+                            out.write(chunk)
+                        found.add(base)
         except (tarfile.TarError, EOFError, OSError, ValueError) as e:
             raise CorruptArchiveError(f"Archive {archive} is truncated or corrupt ({e}). {advice}") from e
         missing = [m for m in members if m not in found]
         if missing:
             raise CorruptArchiveError(f"Archive {archive} lacks {missing}. {advice}")
-        out_paths = []
-        for m in members:
-            final = dest / m
-            os.replace(found[m], final)
-            out_paths.append(final)
-        _fsync_dir(dest)
-        return out_paths
-    finally:
-        for _, tmp in staged:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+    return [dest / m for m in members]

@@ -45,6 +45,7 @@ import equinox as eqx
 import jax
 
 import fedcore.core as fc
+from fedcore._atomic import atomic_writer, is_temp_name
 
 __all__ = [
     "CheckpointError",
@@ -62,6 +63,13 @@ MAGIC = b"FEDCORE-CHECKPOINT 1\n"
 FORMAT_VERSION = 1
 _MAX_HEADER_BYTES = 1 << 20
 _NAME = re.compile(r"^ckpt-(\d+)\.eqx$")
+# The temporary names of a torn save: `.ckpt-N.eqx.tmp.<pid>` (fedcore <= 0.1) and
+# `atomic_writer`'s `.ckpt-N.eqx.<random>.part`. Nothing else in the directory is touched.
+_OLD_TEMP = re.compile(r"^\.ckpt-\d+\.eqx\.tmp\.\d+$")
+
+
+def _is_stale_temp(name: str) -> bool:
+    return _OLD_TEMP.match(name) is not None or is_temp_name(name, r"ckpt-\d+\.eqx")
 
 # Test hook: called with the temporary path after it is written and fsynced,
 # before it is renamed into place (tests use it to kill a run mid-checkpoint).
@@ -112,19 +120,6 @@ def _normalise_tag(tag: Mapping[str, Any] | None) -> dict[str, Any]:
         raise TypeError(f"A checkpoint tag must hold only JSON values (str, int, float, bool, lists, dicts): {e}") from e
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory file descriptors
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(
     path: str | os.PathLike[str], state: Any, round_num: int, *, tag: Mapping[str, Any] | None = None
 ) -> Path:
@@ -154,22 +149,10 @@ def save_checkpoint(
         "payload_bytes": len(data),
         "payload_sha256": hashlib.sha256(data).hexdigest(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(MAGIC)
-            f.write(json.dumps(header, sort_keys=True).encode() + b"\n")
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if _before_rename is not None:
-            _before_rename(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_writer(path, "wb", before_replace=_before_rename) as f:
+        f.write(MAGIC)
+        f.write(json.dumps(header, sort_keys=True).encode() + b"\n")
+        f.write(data)
     return path
 
 
@@ -289,8 +272,9 @@ class CheckpointManager:
         path = save_checkpoint(self.path_for(round_num), state, round_num, tag=tag)
         for _, old in self.checkpoints()[: -self.keep]:
             old.unlink(missing_ok=True)
-        for stale in self.directory.glob(".ckpt-*.tmp.*"):
-            stale.unlink(missing_ok=True)
+        for stale in self.directory.iterdir():
+            if _is_stale_temp(stale.name):
+                stale.unlink(missing_ok=True)
         return path
 
     def restore(self, template: Any, *, tag: Mapping[str, Any] | None = None) -> Checkpoint | None:

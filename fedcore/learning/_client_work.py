@@ -20,10 +20,8 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float, Int, PyTree
 
-import fedcore.core as fc
-
 from ..core._batches import num_real_steps
-from ..core._grouping import default_group_size, is_client_data
+from ..core._grouping import default_group_size
 from . import metrics as _metrics
 from .models import Model
 
@@ -33,7 +31,6 @@ __all__ = [
     "local_evaluation",
     "local_gradient",
     "batch_at",
-    "map_clients",
     "default_group_size",
 ]
 
@@ -189,22 +186,3 @@ def local_gradient(model: Model, params: PyTree, client: Any) -> tuple[PyTree, d
     grad_sum, states = _run_real_steps(step, init, client.mask, bound=client.step_bound)
     n = jnp.sum(client.mask).astype(jnp.float32)
     return jax.tree.map(lambda g: g / jnp.maximum(n, 1.0), grad_sum), states, n
-
-
-def map_clients(fn: Callable[..., PyTree], *args: Any) -> fc.FederatedValue:
-    """`fc.map(fn, *args)`, checking that exactly one argument is client data.
-
-    Kept for code written before `fc.map` grouped clients itself; `fc.map`
-    over a `Cohort` or `{ClientBatches}@CLIENTS` does the same.
-
-    ```python
-    >>> # out = map_clients(client_update, fc.broadcast(params), client_data)
-    ```
-    """
-    found = sum(is_client_data(a) for a in args)
-    if found != 1:
-        raise TypeError(
-            "map_clients needs exactly one client-data argument ({ClientBatches}@CLIENTS or a placed Cohort), "
-            f"got {found}."
-        )
-    return fc.map(fn, *args)

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import fedcore.core as fc
+from fedcore._atomic import atomic_writer
 
 from .algorithms._checks import check_callbacks
 from ._checkpoint import CheckpointManager
@@ -182,14 +183,20 @@ class JsonlLogger(Callback):
 
     def on_train_begin(self, start_round: int, rounds: int) -> None:
         kept = [r for r in read_metrics(self.path) if r["round"] <= start_round] if start_round else []
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, self.path)
+        with atomic_writer(self.path) as f:
+            f.write("".join(json.dumps(r) + "\n" for r in kept))
 
     def on_round_end(self, record: RoundRecord) -> None:
-        with open(self.path, "a") as f:
+        # An append, not an atomic rewrite: rewriting the file every round costs
+        # O(rounds) per round, and a line torn by a crash is harmless (`read_metrics`
+        # stops at it and the resume above rewrites the file without it). The fsync
+        # is what matters: `train` calls the callbacks before it saves the round's
+        # checkpoint, so a checkpoint that survived a power cut implies its round's
+        # line did too, and a resumed run's metrics have no hole.
+        with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record.to_json()) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ and `report` divides only at the end (never a mean of means).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -63,6 +64,21 @@ class Metric(NamedTuple):
     update: Callable[[PyTree, BatchOutput], PyTree]
     report: Callable[[PyTree], Array]
     merge: Callable[[PyTree, PyTree], PyTree] = merge_sums
+
+
+def check_metric(m: Any) -> None:
+    """Refuses anything but a `Metric`, naming the usual mistake (a metric factory not called, a string)."""
+    if isinstance(m, Metric):
+        return
+    if callable(m) and not inspect.isclass(m):
+        name = getattr(m, "__qualname__", None) or getattr(m, "__name__", None) or type(m).__name__
+        raise TypeError(f"metrics must be Metric values, got the function {name!r}; call it: {name}().")
+    if isinstance(m, str):
+        raise TypeError(
+            f"metrics must be Metric values, got the string {m!r}; use fedcore.learning.metrics "
+            f"(e.g. metrics.accuracy(), metrics.mean_loss())."
+        )
+    raise TypeError(f"metrics must be Metric values (fedcore.learning.metrics), got {type(m).__name__}.")
 
 
 def _ratio(total: Array, count: Array) -> Array:

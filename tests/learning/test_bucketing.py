@@ -1,4 +1,4 @@
-"""Clients grouped for speed (`map_clients`) and populations selected by id (`Cohort`).
+"""Clients grouped for speed (`fc.map` over client data) and populations selected by id (`Cohort`).
 
 Laws:
 - A round on `population.select(ids)` equals the round on `batch_clients` of
@@ -6,7 +6,7 @@ Laws:
   vmapped in groups, results put back in the clients' order) and under the
   loop strategy; likewise for FedSGD, evaluation and SCAFFOLD (whose
   per-client ids must follow their clients through the sorting).
-- `map_clients` returns every client's result in the clients' order.
+- `fc.map` over a cohort returns every client's result in the clients' order.
 - Rounds of random cohorts of one size compile once.
 Tolerances: the paths differ only in float summation order over a handful of
 clients of 4 features, so 1e-5 absolute on O(1) values is ~100x the rounding
@@ -31,7 +31,6 @@ from fedcore.core._batches import num_real_steps
 from fedcore.data import batch_clients
 from fedcore.data._batching import batch_population
 from fedcore.learning import build_fed_eval, build_fed_sgd, build_scaffold, build_weighted_fed_avg
-from fedcore.learning._client_work import map_clients
 from fedcore.learning.algorithms._process import place_client_data
 
 from ._helpers import MODEL, counting_traces
@@ -94,10 +93,10 @@ def test_scaffold_ids_follow_their_clients_through_the_grouping():
 
 
 @pytest.mark.parametrize("group_size", [1, 2, 3, 8])
-def test_map_clients_returns_results_in_the_clients_order(group_size):
+def test_map_over_a_cohort_returns_results_in_the_clients_order(group_size):
     @fc.computation
     def steps_and_ids(cohort, tag):
-        return map_clients(lambda c, t: {"steps": num_real_steps(c.mask), "tag": t}, cohort, tag)
+        return fc.map(lambda c, t: {"steps": num_real_steps(c.mask), "tag": t}, cohort, tag)
 
     ids = np.array([7, 0, 3, 5, 1, 6, 2])
     cohort = place_client_data(POPULATION.select(ids, group_size=group_size))
@@ -119,19 +118,10 @@ def test_rounds_of_random_cohorts_compile_once():
     assert int(state.value.round_num) == 21
 
 
-def test_map_clients_needs_exactly_one_client_data_argument():
-    x = fc.clients_value(jnp.ones(3))
-    with pytest.raises(TypeError, match="exactly one client-data argument.*got 0"):
-        map_clients(lambda a: a, x)
-    cohort = place_client_data(POPULATION.select(np.array([0, 1])))
-    with pytest.raises(TypeError, match="exactly one client-data argument.*got 2"):
-        map_clients(lambda a, b: a, cohort, cohort)
-
-
-def test_map_clients_rejects_disagreeing_client_counts():
+def test_map_over_a_cohort_rejects_disagreeing_client_counts():
     cohort = place_client_data(POPULATION.select(np.array([0, 1])))
     with pytest.raises(ValueError, match=r"disagree on the number of clients: .*2 clients.*3 clients"):
-        map_clients(lambda c, t: t, cohort, fc.clients_value(jnp.ones(3)))
+        fc.map(lambda c, t: t, cohort, fc.clients_value(jnp.ones(3)))
 
 
 def _step_counting_fed_avg():

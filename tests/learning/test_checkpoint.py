@@ -176,14 +176,18 @@ def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):
 
 def test_manager_keeps_the_newest_and_cleans_stale_temps(tmp_path):
     manager = CheckpointManager(tmp_path, keep=2)
-    stale = tmp_path / ".ckpt-000009.eqx.tmp.12345"
-    stale.write_bytes(b"half a file")
+    stale = [tmp_path / ".ckpt-000009.eqx.tmp.12345", tmp_path / ".ckpt-000009.eqx.0123456789abcdef.part"]
+    # not a checkpoint's temp: someone else's files in the directory stay
+    foreign = [tmp_path / ".ckpt-notes.tmp.txt", tmp_path / ".other.eqx.0123456789abcdef.part", tmp_path / "ckpt.tmp.1"]
+    for p in stale + foreign:
+        p.write_bytes(b"half a file")
     assert manager.checkpoints() == [] and manager.latest_round() is None
     for r in (1, 2, 3, 4):
         manager.save(fc.server_value(jnp.float32(r)), r)
     assert [r for r, _ in manager.checkpoints()] == [3, 4]
     assert manager.latest_round() == 4
-    assert not stale.exists()
+    assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in foreign)
     restored = manager.restore(fc.server_value(jnp.float32(0)))
     assert restored.round_num == 4 and float(restored.state) == 4.0
 

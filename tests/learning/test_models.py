@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import fedcore as fc
 import fedcore.learning
+import fedcore.learning._conv
 from fedcore.data import batch_clients
 from fedcore.learning import (
     build_fed_eval,
@@ -132,7 +133,7 @@ def test_mlp_has_the_documented_shapes():
 
 
 def test_im2col_convolution_equals_lax_convolution():
-    conv = models.Conv2dIm2col(2, 3, 3, key=jax.random.key(0))
+    conv = models.Conv2d(2, 3, 3, implementation="im2col", key=jax.random.key(0))
     x = jax.random.normal(jax.random.key(1), (6, 7, 2))
     expected = jax.lax.conv_general_dilated(
         x[None], conv.weight, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
@@ -198,7 +199,8 @@ def test_auto_convolution_is_resolved_per_backend_at_construction():
     assert models.conv_implementation_for("gpu") == models.conv_implementation_for("tpu") == "native"
     conv = models.Conv2d(1, 2, 3, key=jax.random.key(0))
     assert conv.implementation == models.conv_implementation_for(jax.default_backend())
-    assert models.Conv2dIm2col(1, 2, 3, key=jax.random.key(0)).implementation == "im2col"
+    assert models.Conv2d(1, 2, 3, implementation="im2col", key=jax.random.key(0)).implementation == "im2col"
+    assert not hasattr(models, "Conv2dIm2col")  # the 0.1 shim is gone
     with pytest.raises(ValueError, match="conv implementation must be one of"):
         models.cnn(conv="fft")
 
@@ -298,6 +300,7 @@ def test_model_weights_round_trip_and_reject_other_shapes():
 _FENCE = re.compile(r"^\s*```\w*\s*$", re.MULTILINE)
 MODULES = [
     fedcore.learning.models,
+    fedcore.learning._conv,
     fedcore.learning.losses,
     fedcore.learning.metrics,
     fedcore.learning.algorithms._fed_avg,

@@ -310,6 +310,27 @@ def test_read_metrics_ignores_a_torn_last_line(tmp_path):
     assert read_metrics(tmp_path / "missing.jsonl") == []
 
 
+def test_jsonl_logger_fsyncs_each_line_and_resumes_by_an_atomic_rewrite(tmp_path, monkeypatch):
+    import os
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    p = tmp_path / "m.jsonl"
+    log = JsonlLogger(p)
+    log.on_train_begin(0, 3)
+    for r in (1, 2, 3):
+        n = len(synced)
+        log.on_round_end(RoundRecord(r, {"loss": 1.0 / r}, None, 0.5))
+        assert len(synced) == n + 1  # each appended line is on disk before train saves the round's checkpoint
+    with p.open("a") as f:
+        f.write('{"round": 4, "tr')  # torn by a crash
+    JsonlLogger(p).on_train_begin(2, 3)  # resume after round 2: rounds 3 and the torn line go
+    assert [r["round"] for r in read_metrics(p)] == [1, 2]
+    assert p.read_text().endswith("}\n")
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["m.jsonl"]  # no temp file left
+
+
 def test_plot_curves_writes_a_png(tmp_path):
     recs = [RoundRecord(i, {"loss": 1.0 / i, "accuracy": 0.1 * i}, {"loss": 1.0, "accuracy": 0.5} if i % 2 == 0 else None, 0.1) for i in range(1, 5)]
     p = plot_curves(recs, tmp_path / "a" / "curves.png")

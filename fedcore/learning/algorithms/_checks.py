@@ -24,7 +24,7 @@ from fedcore import aggregators as fa
 
 from ...core._batches import ClientBatches
 from .. import losses as _losses
-from .. import metrics as _metrics
+from ..metrics import check_metric
 from ..models import Model
 
 __all__ = ["check_build_args", "check_client_data", "check_state", "check_callbacks"]
@@ -50,19 +50,6 @@ def check_model(model: Any, what: str = "model") -> None:
     raise TypeError(
         f"{what} must be a fedcore.learning.Model (e.g. models.from_equinox(...)), got {type(model).__name__}."
     )
-
-
-def check_metric(m: Any) -> None:
-    if isinstance(m, _metrics.Metric):
-        return
-    if callable(m) and not inspect.isclass(m):
-        raise TypeError(f"metrics must be Metric values, got the function {_name(m)!r}; call it: {_name(m)}().")
-    if isinstance(m, str):
-        raise TypeError(
-            f"metrics must be Metric values, got the string {m!r}; use fedcore.learning.metrics "
-            f"(e.g. metrics.accuracy(), metrics.mean_loss())."
-        )
-    raise TypeError(f"metrics must be Metric values (fedcore.learning.metrics), got {type(m).__name__}.")
 
 
 def check_optimizer(opt: Any, what: str) -> None:
