@@ -70,6 +70,8 @@ def test_num_samples_is_optional(tmp_path):
         ('{"users": ["a"], "user_data": {"a": {"x": [[1, 2], [3]], "y": [0, 1]}}}', "not rectangular"),
         ('{"users": ["a"], "user_data": {"a": {"x": [[1]], "y": [0.5]}}}', "integer labels"),
         ('{"users": ["a"], "user_data": {"a": {"x": [], "y": []}}}', "user 'a' has no examples"),
+        ('{"users": ["a"], "user_data": {"a": {"x": [[1], [2]], "y": [0, -3]}}}', r"user 'a' has the label -3 \(example 1\).*\[0, 62\)"),
+        ('{"users": ["a"], "user_data": {"a": {"x": [[1]], "y": [99]}}}', r"label 99 .*\[0, 62\).*num_classes="),
         (
             '{"users": ["a"], "num_samples": [5], "user_data": {"a": {"x": [[1]], "y": [0]}}}',
             "num_samples says 5 but it has 1",
@@ -105,3 +107,18 @@ def test_cross_file_errors(tmp_path):
     _write(empty / "none.json", {})
     with pytest.raises(LeafFormatError, match="No users"):
         femnist.load_leaf(empty)
+
+
+def test_num_classes_bounds_the_labels(tmp_path):
+    path = tmp_path / "f.json"
+    path.write_text(json.dumps({"users": ["u"], "user_data": {"u": {"x": [[1.0], [2.0]], "y": [0, 99]}}}))
+    assert femnist.load_leaf(path, num_classes=None).dataset("u")["y"].tolist() == [0, 99]
+    assert femnist.load_leaf(path, num_classes=100).client_sizes() == {"u": 2}
+    with pytest.raises(LeafFormatError, match=r"label 99 .*\[0, 10\)"):
+        femnist.load_leaf(path, num_classes=10)
+    path.write_text(json.dumps({"users": ["u"], "user_data": {"u": {"x": [[1.0]], "y": [-1]}}}))
+    with pytest.raises(LeafFormatError, match="label -1 .*>= 0"):
+        femnist.load_leaf(path, num_classes=None)
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(ValueError, match="num_classes must be a positive int or None"):
+            femnist.load_leaf(path, num_classes=bad)

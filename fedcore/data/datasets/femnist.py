@@ -49,7 +49,7 @@ def _files(path: Path) -> list[Path]:
     raise FileNotFoundError(f"No LEAF data at {str(path)!r} (neither a file nor a directory).")
 
 
-def _read_file(f: Path, x_dtype: Any) -> dict[str, dict[str, np.ndarray]]:
+def _read_file(f: Path, x_dtype: Any, num_classes: int | None) -> dict[str, dict[str, np.ndarray]]:
     def bad(msg: str) -> LeafFormatError:
         return LeafFormatError(
             f"{f}: {msg}. A LEAF file is a JSON object with 'users', 'num_samples' and "
@@ -97,21 +97,38 @@ def _read_file(f: Path, x_dtype: Any) -> dict[str, dict[str, np.ndarray]]:
             raise bad(f"user {u!r}: num_samples says {num_samples[i]} but it has {len(y)} examples")
         if len(y) == 0:
             raise bad(f"user {u!r} has no examples")
+        outside = (y < 0) | (False if num_classes is None else y >= num_classes)
+        if np.any(outside):
+            j = int(np.argmax(outside))
+            classes = "labels are class indices >= 0" if num_classes is None else f"labels lie in [0, {num_classes})"
+            raise bad(f"user {u!r} has the label {y[j]} (example {j}); {classes}: fix the file or pass num_classes=")
         out[u] = {"x": x, "y": y.astype(np.int32)}
     return out
 
 
-def load_leaf(path: str | os.PathLike[str], *, x_dtype: Any = np.float32) -> InMemoryClientData:
+def load_leaf(
+    path: str | os.PathLike[str], *, x_dtype: Any = np.float32, num_classes: int | None = 62
+) -> InMemoryClientData:
     """Read LEAF JSON (one file, or every `*.json` in a directory) into a `ClientData`.
 
     Returns keys `x` (N, D) `x_dtype` and `y` (N,) int32, one client per LEAF
-    user. A user appearing in two files, a malformed file, or users that
-    disagree on the shape of `x` raise errors naming the file and user.
+    user. A user appearing in two files, a malformed file, users that
+    disagree on the shape of `x`, or a label outside `[0, num_classes)` raise
+    errors naming the file and user.
+
+    Args:
+        path: a LEAF `.json` file or a directory of them.
+        x_dtype: the dtype of the features.
+        num_classes: labels must lie in `[0, num_classes)`: 62 for FEMNIST
+            (digits, upper and lower case letters); `None` only refuses
+            negative labels (other LEAF data sets).
     """
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+        raise ValueError(f"load_leaf: num_classes must be a positive int or None, got {num_classes!r}.")
     clients: dict[str, dict[str, np.ndarray]] = {}
     origin: dict[str, Path] = {}
     for f in _files(Path(path).expanduser()):
-        for u, d in _read_file(f, x_dtype).items():
+        for u, d in _read_file(f, x_dtype, num_classes).items():
             if u in clients:
                 raise LeafFormatError(f"User {u!r} appears in both {origin[u]} and {f}; each user must be in one file.")
             clients[u] = d
