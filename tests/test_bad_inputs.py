@@ -282,3 +282,17 @@ def test_metrics_print_numbers_read_as_mappings_and_format():
     assert re.fullmatch(r"\d\.\d{4}", format(m["train"]["loss"], ".4f"))
     with pytest.raises(TypeError, match="member is a dict"):
         fc.server_value(jnp.zeros(2)).keys()
+
+
+def test_unplaced_client_batches_in_a_users_computation_names_the_fix():
+    batches = batch_clients(_clients(), 3, epochs=1)
+
+    @fc.computation
+    def total(data):
+        return fc.sum(fc.map(lambda c: jnp.sum(c.data["x"]), data))
+
+    with pytest.raises(fc.PlacementError, match=r"ClientBatches.*\(unplaced\).*fc\.clients_value\(batches\)"):
+        total(batches)
+    assert np.isfinite(float(total(fc.clients_value(batches))))
+    with pytest.raises(fc.PlacementError, match=r"unplaced\).*fc\.server_value\(x\)"):
+        fc.broadcast(jnp.ones(2))

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PyTree
 
-from ._batches import Cohort
+from ._batches import ClientBatches, Cohort
 from ._execution import LoopStrategy, current_strategy, merge_stacked
 from ._grouping import cohort_values, is_client_data, place_cohort
 from ._placements import CLIENTS, SERVER, Placement
@@ -54,7 +54,20 @@ def _describe(x: Any) -> str:
 
 def _expect(op: str, x: Any, expected: str, ok: bool) -> None:
     if not ok:
-        raise PlacementError(f"{op} expects {expected}, got {_describe(x)}.")
+        raise PlacementError(f"{op} expects {expected}, got {_describe(x)}.{_placing_hint(x, expected)}")
+
+
+def _placing_hint(x: Any, expected: str) -> str:
+    """The fix for an unplaced value where a placed one belongs (TFF places arguments implicitly; fedcore does not)."""
+    if is_placed(x):
+        return ""
+    if "CLIENTS" in expected:
+        if isinstance(x, ClientBatches):
+            return " Place the client batches first: fc.clients_value(batches)."
+        return " Place it first: fc.clients_value(x) (its leading axis indexes the clients)."
+    if "SERVER" in expected:
+        return " Place it first: fc.server_value(x)."
+    return ""
 
 
 def _expect_server(op: str, x: Any, what: str = "T@SERVER") -> FederatedValue:
