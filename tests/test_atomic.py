@@ -83,14 +83,3 @@ def test_temp_names_and_bad_modes():
     with pytest.raises(ValueError, match="mode must be 'w' or 'wb'"):
         with atomic_writer("x", "a"):
             pass
-
-
-def test_docstring_example_runs():
-    import doctest
-    import re
-
-    fence = re.compile(r"^\s*```\w*\s*$", re.MULTILINE)  # markdown fences are not expected output
-    runner = doctest.DocTestRunner()
-    test = doctest.DocTestParser().get_doctest(fence.sub("", _atomic.__doc__), {}, "_atomic", _atomic.__file__, 0)
-    runner.run(test)
-    assert test.examples and runner.summarize(verbose=False).failed == 0

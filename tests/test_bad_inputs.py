@@ -296,3 +296,16 @@ def test_unplaced_client_batches_in_a_users_computation_names_the_fix():
     assert np.isfinite(float(total(fc.clients_value(batches))))
     with pytest.raises(fc.PlacementError, match=r"unplaced\).*fc\.server_value\(x\)"):
         fc.broadcast(jnp.ones(2))
+
+
+def test_process_type_signatures_in_tff_notation():
+    # TFF: process.initialize.type_signature before any call; process.next.type_signature after a round.
+    process = build_weighted_fed_avg(LINEAR, optax.sgd(0.1))
+    assert str(process.initialize.type_signature) == f"( -> {process.state_type})"
+    with pytest.raises(ValueError, match="known after the first call"):
+        process.next.type_signature
+    state, _ = process.next(process.initialize(), batch_clients(_clients(), 3, epochs=1))
+    signature = str(process.next.type_signature)
+    assert signature.startswith(f"(<{process.state_type},{{ClientBatches<data['x']=f32[")
+    assert signature.endswith("num_non_finite_updates=i32,train=<accuracy=f32,loss=f32,num_batches=i32,num_examples=i32>>@SERVER>)")
+    assert f" -> <{fc.type_of(state)}," in signature

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import shutil
@@ -325,15 +324,3 @@ def test_python_dash_m_fedcore_runs():
     res = subprocess.run([sys.executable, "-m", "fedcore", "train", "--help"], capture_output=True, text=True,
                          env=env, timeout=120)
     assert res.returncode == 0 and "--clients-per-round" in res.stdout
-
-
-def test_docstring_examples_run():
-    import doctest
-
-    fence = re.compile(r"^\s*```\w*\s*$", re.MULTILINE)
-    parser, runner = doctest.DocTestParser(), doctest.DocTestRunner()
-    tests = [t for t in doctest.DocTestFinder().find(cli, cli.__name__) if t.docstring and t.examples]
-    assert tests
-    for t in tests:
-        runner.run(parser.get_doctest(fence.sub("", t.docstring), t.globs, t.name, t.filename, t.lineno))
-    assert runner.summarize(verbose=False).failed == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -151,7 +152,13 @@ class Computation:
 
     @property
     def type_signature(self) -> FunctionType:
-        """The signature of the last traced call (or of `parameter_types`)."""
+        """The signature of the last traced call (or of `parameter_types`).
+
+        A computation without parameters (a process's `initialize`) is traced
+        for it on first access: nothing is compiled or run.
+        """
+        if self._signature is None and _takes_no_arguments(self.fn):
+            self.trace()
         if self._signature is None:
             raise ValueError(
                 f"{self.__name__}: the type signature is known after the first call, "
@@ -168,6 +175,14 @@ class Computation:
     def __repr__(self) -> str:
         sig = f" {self._signature}" if self._signature is not None else ""
         return f"Computation({self.__name__}{sig})"
+
+
+def _takes_no_arguments(fn: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return not any(p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
 
 
 def computation(

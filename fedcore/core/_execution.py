@@ -89,8 +89,8 @@ class ExecutionStrategy(abc.ABC):
     ...                            for x, axis in zip(args, in_axes))) for i in range(num_clients)]
     ...         return jax.tree.map(lambda *xs: jnp.stack(xs), *per_client)
     >>> with fc.execution("unrolled"):
-    ...     print(float(fc.mean(fc.map(lambda a: a * a, fc.clients_value(jnp.arange(3.0))))))
-    1.6666666
+    ...     print(round(float(fc.mean(fc.map(lambda a: a * a, fc.clients_value(jnp.arange(3.0))))), 4))
+    1.6667
     ```
     """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,44 @@ def _as_computation(fn: Callable[..., Any]) -> Computation:
     return fn if isinstance(fn, Computation) else Computation(fn)
 
 
+class _SignedMethod:
+    """A process method that also answers `.type_signature` from its computation (TFF's
+    `process.initialize.type_signature`, `process.next.type_signature`)."""
+
+    def __init__(self, method: Callable[..., Any], computation: str):
+        functools.update_wrapper(self, method)
+        self._method, self._computation = method, computation
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        if instance is None:
+            return self
+        return _BoundSignedMethod(self._method.__get__(instance, owner), getattr(instance, self._computation))
+
+
+class _BoundSignedMethod:
+    def __init__(self, method: Callable[..., Any], computation: Computation):
+        functools.update_wrapper(self, method)
+        self._method, self._computation = method, computation
+
+    def __call__(self, *args: Any) -> Any:
+        return self._method(*args)
+
+    @property
+    def type_signature(self) -> Any:
+        return self._computation.type_signature
+
+    def __repr__(self) -> str:
+        return f"<{self.__name__} of {self._computation!r}>"
+
+
+def signed(computation: str) -> Callable[[Callable[..., Any]], _SignedMethod]:
+    """Marks a process method as running the computation in attribute `computation` (for `.type_signature`).
+
+    A subclass that overrides `initialize` or `next` decorates its method the same way.
+    """
+    return lambda method: _SignedMethod(method, computation)
+
+
 class IterativeProcess:
     """A pair of computations: `initialize() -> S` and `next(S, ...) -> (S, M)`.
 
@@ -41,6 +80,10 @@ class IterativeProcess:
     >>> s, m = p.next(s, fc.clients_value(jnp.ones(3)))
     >>> float(s)
     3.0
+    >>> print(p.initialize.type_signature)
+    ( -> f32@SERVER)
+    >>> print(p.next.type_signature)
+    (<f32@SERVER,{f32}@CLIENTS> -> <f32@SERVER,f32@SERVER>)
     ```
     """
 
@@ -48,12 +91,18 @@ class IterativeProcess:
         self.initialize_fn = _as_computation(initialize)
         self.next_fn = _as_computation(next)
 
+    @signed("initialize_fn")
     def initialize(self) -> Any:
-        """Returns the initial state."""
+        """Returns the initial state (`.type_signature`: `( -> S)`, known before any call)."""
         return self.initialize_fn()
 
-    def next(self, state: Any, *args: Any) -> tuple[Any, Any]:
-        """Runs one round: returns `(new_state, metrics)`."""
+    @signed("next_fn")
+    def next(self, state: Any, *args: Any) -> tuple[Any, Any]:  # noqa: A003
+        """Runs one round: returns `(new_state, metrics)`.
+
+        `.type_signature` is `(<S, ...> -> <S, M>)` in TFF notation, known after
+        the first round (the client data's shapes set the argument types).
+        """
         out = self.next_fn(state, *args)
         if not (isinstance(out, tuple) and len(out) == 2):
             raise TypeError(

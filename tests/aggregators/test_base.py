@@ -1,9 +1,5 @@
 """The aggregator protocol: `chain` nests stages around a reducer (TFF's nesting)."""
 
-import doctest
-import importlib
-import pkgutil
-import re
 
 import pytest
 
@@ -60,19 +56,7 @@ def test_chain_refuses_misplaced_parts(parts, message):
         fa.chain(*parts)
 
 
-_MODULES = [importlib.import_module(f"fedcore.aggregators.{m.name}") for m in pkgutil.iter_modules(fa.__path__)]
 
-
-@pytest.mark.parametrize("module", _MODULES, ids=lambda m: m.__name__)
-def test_docstring_examples_run(module):
-    fence = re.compile(r"^\s*```\w*\s*$", re.MULTILINE)
-    parser, runner = doctest.DocTestParser(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    tests = [t for t in doctest.DocTestFinder().find(module) if t.examples]
-    if module.__name__ != "fedcore.aggregators":
-        assert tests, f"{module.__name__} has no runnable example"
-    for test in tests:
-        runner.run(parser.get_doctest(fence.sub("", test.docstring), test.globs, test.name, None, 0))
-    assert runner.summarize(verbose=False).failed == 0
 
 
 def test_layer_uses_only_the_core():

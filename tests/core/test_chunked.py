@@ -296,19 +296,3 @@ def test_strategies_with_equal_chunk_sizes_share_a_program():
     assert fc.ChunkedStrategy(4) == fc.ChunkedStrategy(4)
     assert hash(fc.ChunkedStrategy(4)) == hash(fc.ChunkedStrategy(4))
     assert fc.ChunkedStrategy(4) != fc.ChunkedStrategy(5)
-
-
-def test_docstring_examples_run():
-    import doctest
-    import re
-
-    import fedcore.core._chunked as module
-
-    fence = re.compile(r"^\s*```\w*\s*$", re.MULTILINE)
-    parser, runner = doctest.DocTestParser(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    for test in doctest.DocTestFinder(exclude_empty=True).find(module, module.__name__):
-        if test.docstring and test.examples:
-            text = fence.sub("", test.docstring)
-            runner.run(parser.get_doctest(text, test.globs, test.name, test.filename, test.lineno))
-    result = runner.summarize(verbose=False)
-    assert result.attempted > 0 and result.failed == 0

@@ -163,19 +163,3 @@ def test_two_processes_reduce_over_all_clients_with_gloo():
         np.testing.assert_allclose(out["mean_delta"], np.asarray(mean_delta.value), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(out["metrics"]["loss"], float(metrics.value["loss"]), rtol=1e-5)
         assert out["metrics"]["clients"] == 8
-
-
-def test_docstring_examples_run():
-    import doctest
-    import re
-
-    import fedcore.core._sharded as module
-
-    fence = re.compile(r"^\s*```\w*\s*$", re.MULTILINE)
-    parser, runner = doctest.DocTestParser(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    for test in doctest.DocTestFinder(exclude_empty=True).find(module, module.__name__):
-        if test.docstring and test.examples:
-            text = fence.sub("", test.docstring)
-            runner.run(parser.get_doctest(text, test.globs, test.name, test.filename, test.lineno))
-    result = runner.summarize(verbose=False)
-    assert result.attempted > 0 and result.failed == 0

@@ -7,9 +7,7 @@ slot by slot: which example fills each slot, and the short last batch.
 from __future__ import annotations
 
 import dataclasses
-import doctest
 import math
-import re
 
 import jax
 import numpy as np
@@ -18,7 +16,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import fedcore.data._batching
 from fedcore.core import ClientBatches
 from fedcore.data import batch_clients
 from fedcore.data._batching import bucket_size
@@ -257,13 +254,3 @@ def test_bad_input_raises_a_clear_error(kwargs, error, message):
 def test_bucket_sizes():
     assert [bucket_size(n) for n in (1, 2, 3, 5, 16, 17)] == [1, 2, 4, 8, 16, 32]
     assert bucket_size(13, 20) == 20 and bucket_size(13, None) == 13
-
-
-def test_docstring_examples_run():
-    fence = re.compile(r"^\s*```\w*\s*$", re.MULTILINE)
-    parser, runner = doctest.DocTestParser(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    found = [t for t in doctest.DocTestFinder().find(fedcore.data._batching) if t.examples]
-    assert found
-    for t in found:
-        runner.run(parser.get_doctest(fence.sub("", t.docstring), t.globs, t.name, t.filename, t.lineno))
-    assert runner.summarize(verbose=False).failed == 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-import re
 
 import equinox as eqx
 import hypothesis.extra.numpy as hnp
@@ -293,30 +291,3 @@ def test_model_weights_round_trip_and_reject_other_shapes():
     np.testing.assert_array_equal(EVAL.get_model_weights(state).bias, np.arange(CLASSES))
     with pytest.raises(TypeError, match="do not match the model's"):
         EVAL.set_model_weights(state, as_params(np.ones((2, 2), np.float32), np.zeros(2, np.float32)))
-
-
-# ----------------------------------------------------------------------------- docstring examples
-
-_FENCE = re.compile(r"^\s*```\w*\s*$", re.MULTILINE)
-MODULES = [
-    fedcore.learning.models,
-    fedcore.learning._conv,
-    fedcore.learning.losses,
-    fedcore.learning.metrics,
-    fedcore.learning.algorithms._fed_avg,
-    fedcore.learning.algorithms._fed_sgd,
-    fedcore.learning.algorithms._scaffold,
-    fedcore.learning.algorithms._evaluation,
-]
-
-
-@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
-def test_docstring_examples_run(module):
-    parser, finder = doctest.DocTestParser(), doctest.DocTestFinder(exclude_empty=True)
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    found = [t for t in finder.find(module, module.__name__) if t.docstring and t.examples]
-    assert found, f"{module.__name__} has no docstring examples"
-    for test in found:
-        text = _FENCE.sub("", test.docstring)
-        runner.run(parser.get_doctest(text, test.globs, test.name, test.filename, test.lineno))
-    assert runner.summarize(verbose=False).failed == 0

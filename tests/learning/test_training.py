@@ -338,22 +338,3 @@ def test_plot_curves_writes_a_png(tmp_path):
     log = tmp_path / "m.jsonl"
     log.write_text("".join(json.dumps(r.to_json()) + "\n" for r in recs))
     assert plot_curves(log, tmp_path / "b.png").stat().st_size > 1000
-
-
-def test_docstring_examples_run():
-    import doctest
-    import re
-
-    import fedcore.learning._checkpoint
-    import fedcore.learning._training
-
-    fence = re.compile(r"^\s*```\w*\s*$", re.MULTILINE)
-    parser, runner = doctest.DocTestParser(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    count = 0
-    for module in (fedcore.learning._training, fedcore.learning._checkpoint):
-        for test in doctest.DocTestFinder(exclude_empty=True).find(module, module.__name__):
-            if test.docstring and test.examples:
-                runner.run(parser.get_doctest(fence.sub("", test.docstring), test.globs, test.name, test.filename, test.lineno))
-                count += 1
-    assert count >= 4
-    assert runner.summarize(verbose=False).failed == 0

@@ -17,6 +17,7 @@ from fedcore import aggregators as fa
 
 from ...core._batches import ClientBatches
 from ...core._grouping import place_cohort
+from ...core._processes import signed
 from .. import metrics as _metrics
 from . import _checks
 from ..models import Model
@@ -217,7 +218,9 @@ class LearningProcess(fc.IterativeProcess):
         super().__init__(initialize, next)
         self.model = model
 
-    def next(self, state: Any, data: Any, *args: Any) -> tuple[Any, Any]:
+    @signed("next_fn")
+    def next(self, state: Any, data: Any, *args: Any) -> tuple[Any, Any]:  # noqa: A003
+        """One round on the clients' data: `(state, metrics)`; `.type_signature` in TFF notation after it."""
         _checks.check_state(self, state), _checks.check_client_data(self.model, data)
         return super().next(state, place_client_data(data), *args)
 
