@@ -309,3 +309,19 @@ def test_process_type_signatures_in_tff_notation():
     assert signature.startswith(f"(<{process.state_type},{{ClientBatches<data['x']=f32[")
     assert signature.endswith("num_non_finite_updates=i32,train=<accuracy=f32,loss=f32,num_batches=i32,num_examples=i32>>@SERVER>)")
     assert f" -> <{fc.type_of(state)}," in signature
+
+
+@pytest.mark.parametrize("build", [lambda: FEDAVG, lambda: build_fed_sgd(LINEAR, optax.sgd(0.1))])
+def test_non_finite_inputs_are_named_as_inputs_for_batches_and_cohorts(build):
+    from fedcore.core import ClientPopulation
+
+    process = build()
+    clients = _clients(num=3)
+    clients[2]["x"][4, 1] = np.inf
+    batches = batch_clients(clients, 3, epochs=1)
+    message = r"Client 2 \(position 2 in this round's client data\) has NaN or Inf in its inputs 'x'.*not the cause"
+    with pytest.raises(RuntimeError, match=message):
+        process.next(process.initialize(), batches)
+    cohort = ClientPopulation.from_batches(batches).select(np.array([0, 2]))  # client 2 is position 1 here
+    with pytest.raises(RuntimeError, match=message.replace("2", "1")):
+        process.next(process.initialize(), cohort)

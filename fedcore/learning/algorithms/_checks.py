@@ -27,7 +27,7 @@ from .. import losses as _losses
 from ..metrics import check_metric
 from ..models import Model
 
-__all__ = ["check_build_args", "check_client_data", "check_state", "check_callbacks"]
+__all__ = ["check_build_args", "check_client_data", "check_state", "check_callbacks", "explain_non_finite"]
 
 _SPARSE_LOSSES = (_losses.sparse_softmax_cross_entropy, _losses.sparse_cross_entropy_on_probs)
 
@@ -235,3 +235,40 @@ def _check_sparse_labels(model: Model, y: Any, predictions: tuple[int, ...], bat
             f"[0, {num_classes}) for a model with {num_classes} classes; fix the labels or build the model "
             f"with more outputs."
         )
+
+
+def explain_non_finite(model: Model, data: Any, error: Exception) -> Exception | None:
+    """For a run-time "a client's update is not finite" error: an error naming the first client whose
+    *inputs* are NaN or Inf, when one is (read on the host, only once the round has failed); else `None`."""
+    if "model update is not finite" not in str(error):
+        return None
+    for i, rows in enumerate(_clients_rows(data)):
+        for key, values in rows.items():
+            if np.issubdtype(values.dtype, np.inexact) and not np.all(np.isfinite(values)):
+                example = int(np.argmax(~np.isfinite(values.reshape(len(values), -1)).all(axis=1)))
+                return type(error)(
+                    f"Client {i} (position {i} in this round's client data) has NaN or Inf in its inputs {key!r} "
+                    f"(example {example} of those it trains on), so its model update is not finite; the "
+                    "learning rate is not the cause. Clean the data (e.g. drop or impute those examples), or "
+                    "build the algorithm with non_finite='drop' to give such clients weight 0."
+                )
+    return None
+
+
+def _clients_rows(data: Any) -> Any:
+    """Per client of the round, the examples it trains on (its real batch slots), as numpy arrays."""
+    if fc.is_placed(data):
+        data = data.value
+    if isinstance(data, fc.Cohort):
+        population = data.population.value if fc.is_placed(data.population) else data.population
+        ids = np.asarray(data.ids.value if fc.is_placed(data.ids) else data.ids)
+        store = {k: np.asarray(v) for k, v in population.data.items()}
+        index, mask = np.asarray(population.index), np.asarray(population.mask)
+        for i in ids:
+            used = index[i][mask[i]]
+            yield {k: v[used] for k, v in store.items()}
+    elif isinstance(data, ClientBatches):
+        index, mask = np.asarray(data.index), np.asarray(data.mask)
+        for i in range(index.shape[0]):
+            used = index[i][mask[i]]
+            yield {k: np.asarray(v[i])[used] for k, v in data.data.items()}

@@ -105,7 +105,7 @@ def build_weighted_fed_avg(
     def next(state, client_data):  # noqa: A001
         global_params = fc.apply(lambda s: s.params, state)
         out = fc.map(client_update, fc.broadcast(global_params), client_data)
-        weights = aggregator_weights(client_weighting, non_finite, out["weight"])
+        weights = aggregator_weights(client_weighting, non_finite, out["weight"], out["non_finite"])
         aggregated = aggregate_updates(aggregator, state, out["delta"], weights)
         num_non_finite = fc.sum(out["non_finite"])
         new_state = fc.apply(

@@ -79,7 +79,7 @@ def build_fed_sgd(
     def next(state, client_data):  # noqa: A001
         params = fc.apply(lambda s: s.params, state)
         out = fc.map(client_gradient, fc.broadcast(params), client_data)
-        weights = aggregator_weights(client_weighting, non_finite, out["weight"])
+        weights = aggregator_weights(client_weighting, non_finite, out["weight"], out["non_finite"])
         aggregated = aggregate_updates(aggregator, state, out["grad"], weights)
         bad = fc.sum(out["non_finite"])
         new_state = fc.apply(server_update, state, aggregated.result, aggregated.state, bad)

@@ -167,13 +167,30 @@ def round_metrics(
 
 
 def aggregator_weights(
-    weighting: ClientWeighting | Callable[[Any], Array], policy: str, weights: fc.FederatedValue
+    weighting: ClientWeighting | Callable[[Any], Array],
+    policy: str,
+    weights: fc.FederatedValue,
+    non_finite: fc.FederatedValue | None = None,
 ) -> fc.FederatedValue | None:
     """The weights handed to the model aggregator: `None` (an unweighted aggregate, as DP-FedAvg
     needs) when every client counts equally, else the per-client weights (which, under
-    `non_finite="drop"`, are 0 for a dropped client)."""
+    `non_finite="drop"`, are 0 for a dropped client).
+
+    With `non_finite` (`{i32}@CLIENTS`, 1 for a client whose update was not
+    finite) under `"drop"`, a round whose every client was dropped stops with
+    an error saying so (there is nothing to average).
+    """
     if weighting is ClientWeighting.UNIFORM and policy == "raise":
         return None
+    if policy == "drop" and non_finite is not None:
+        n = weights.num_clients
+        message = (
+            f"Every client's update this round was NaN or Inf, so all {n} were dropped (non_finite='drop') "
+            "and there is nothing to average. Check the clients' inputs for NaN/Inf, or lower the client "
+            "learning rate."
+        )
+        dropped = fc.sum(non_finite)
+        return fc.map(lambda w, d: eqx.error_if(w, d >= n, message), weights, fc.broadcast(dropped))
     return weights
 
 
@@ -186,15 +203,22 @@ def check_finite(policy: str, delta: PyTree, weight: Array) -> tuple[PyTree, Arr
     return delta, weight, jnp.logical_not(finite).astype(jnp.int32)
 
 
+NON_FINITE_UPDATE = "A client's model update is not finite (NaN or Inf)"
+
+
 def raise_if_non_finite(policy: str, params: PyTree, num_non_finite: Array) -> PyTree:
-    """With `policy="raise"`, a run-time error if any client's update was NaN or Inf."""
+    """With `policy="raise"`, a run-time error if any client's update was NaN or Inf.
+
+    `LearningProcess.next` then reads the clients' inputs on the host (only
+    once the round has failed) and names a client whose inputs are NaN/Inf.
+    """
     if policy != "raise":
         return params
     return eqx.error_if(
         params,
         num_non_finite > 0,
-        "A client's model update is not finite (NaN or Inf): the client learning rate may be too high. "
-        "Lower it, or build the algorithm with non_finite='drop' to give such updates weight 0 (TFF's behaviour).",
+        f"{NON_FINITE_UPDATE}: the client learning rate may be too high. Lower it, or build the algorithm "
+        "with non_finite='drop' to give such updates weight 0 (TFF's behaviour).",
     )
 
 
@@ -222,7 +246,13 @@ class LearningProcess(fc.IterativeProcess):
     def next(self, state: Any, data: Any, *args: Any) -> tuple[Any, Any]:  # noqa: A003
         """One round on the clients' data: `(state, metrics)`; `.type_signature` in TFF notation after it."""
         _checks.check_state(self, state), _checks.check_client_data(self.model, data)
-        return super().next(state, place_client_data(data), *args)
+        try:
+            return super().next(state, place_client_data(data), *args)
+        except eqx.EquinoxRuntimeError as e:
+            explained = _checks.explain_non_finite(self.model, data, e)
+            if explained is None:
+                raise
+            raise explained from None
 
     def get_model_weights(self, state: fc.FederatedValue) -> PyTree:
         """The global model's trainable parameters (unplaced)."""

@@ -17,6 +17,7 @@ from fedcore import aggregators as fa
 
 from .._client_work import local_training
 from ..models import Model
+from ...core._processes import signed
 from ._checks import check_build_args
 from ._process import (
     ClientWeighting,
@@ -138,7 +139,7 @@ def build_scaffold(
         )
         out = fc.map(client_update, fc.broadcast(params), fc.broadcast(control), fc.broadcast(table), client_data, client_ids)
         bad = fc.sum(out["non_finite"])
-        weights = aggregator_weights(client_weighting, non_finite, out["weight"])
+        weights = aggregator_weights(client_weighting, non_finite, out["weight"], out["non_finite"])
         aggregated = aggregate_updates(aggregator, state, out["delta"], weights)
         new_state = fc.apply(
             server_update,
@@ -164,6 +165,7 @@ class _ScaffoldProcess(LearningProcess):
         super().__init__(initialize, next, model)
         self.num_clients = num_clients
 
+    @signed("next_fn")
     def next(self, state: Any, data: Any, client_ids: Any) -> tuple[Any, Any]:  # type: ignore[override]
         if not fc.is_placed(client_ids):
             if not isinstance(client_ids, jax.core.Tracer):
