@@ -22,6 +22,7 @@ from ._client_data import (
     describe,
     from_clients_dict,
 )
+from ._sqlite import SQLiteClientData
 from ._sampling import (
     ClientSampler,
     FixedCohortSampler,
@@ -36,6 +37,7 @@ __all__ = [
     "ClientData",
     "InMemoryClientData",
     "HDF5ClientData",
+    "SQLiteClientData",
     "UnknownClientError",
     "from_clients_dict",
     "DataSummary",

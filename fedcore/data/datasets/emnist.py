@@ -13,7 +13,18 @@ Each HDF5 file has one group per writer id under `/examples`, holding
 relative to MNIST) and `label` (N,) int32: 0-9 digits, 10-35 `A`-`Z`, 36-61
 `a`-`z`. `load_data` returns writer-partitioned `(train, test)` populations
 read lazily from the HDF5 files (a writer's group is read when asked for), with
-`x` = pixels and `y` = label. By default pixels are returned as stored (TFF's
+`x` = pixels and `y` = label.
+
+TFF's current loader downloads the same data as one SQLite file instead,
+`emnist_all.sqlite.lzma` (cached as `emnist_all.sqlite`; table
+`examples(split_name, client_id, serialized_example_proto)` of
+`tf.train.Example`s with `pixels` float32 (28, 28) and `label` int64, and
+`client_metadata(client_id, split_name, num_examples)`; splits
+`digits_only_train`, `digits_only_test`, `all_train`, `all_test`).
+`load_data(path=...)` reads that file too, `.sqlite` or `.sqlite.lzma` (the
+latter decompressed while streaming into the cache), without TensorFlow,
+a client's examples read when asked for; the arrays are the same as from
+the HDF5 files. By default pixels are returned as stored (TFF's
 raw values); `invert=True` gives MNIST polarity (1.0 = ink) and `flatten=True`
 gives (N, 784).
 
@@ -30,15 +41,18 @@ Downloads are cached under `cache_dir` (default `$FEDCORE_CACHE_DIR` or
 
 from __future__ import annotations
 
+import lzma
 import os
 from pathlib import Path
 
 import numpy as np
 
+from ..._atomic import atomic_writer
 from .._client_data import ClientData, HDF5ClientData
+from .._sqlite import SQLiteClientData
 from ..download import CorruptArchiveError, default_cache_dir, extract_tar, fetch, sha256_file
 
-__all__ = ["load_data", "DEFAULT_BASE_URL", "ARCHIVES", "NUM_CLIENTS", "NUM_TRAIN_EXAMPLES"]
+__all__ = ["load_data", "DEFAULT_BASE_URL", "ARCHIVES", "SQLITE_NAME", "SQLITE_SPLITS", "NUM_CLIENTS", "NUM_TRAIN_EXAMPLES"]
 
 DEFAULT_BASE_URL = "https://storage.googleapis.com/tff-datasets-public"
 """Where TFF published the archives; override with `base_url=` or `$FEDCORE_EMNIST_BASE_URL`."""
@@ -48,6 +62,14 @@ ARCHIVES: dict[bool, tuple[str, str]] = {
     False: ("fed_emnist", "fe1ed5a502cea3a952eb105920bff8cffb32836b5173cb18a57a32c3606f3ea0"),
 }
 """`only_digits` -> (file prefix, SHA-256 of `<prefix>.tar.bz2`)."""
+
+SQLITE_NAME = "emnist_all.sqlite"
+"""TFF's current single-file format (downloaded by TFF as `emnist_all.sqlite.lzma`)."""
+
+SQLITE_SPLITS: dict[bool, tuple[str, str]] = {True: ("digits_only_train", "digits_only_test"), False: ("all_train", "all_test")}
+"""`only_digits` -> the (train, test) `split_name`s of `emnist_all.sqlite`."""
+
+_CHUNK = 1 << 20
 
 NUM_CLIENTS = {True: 3383, False: 3400}
 NUM_TRAIN_EXAMPLES = {True: 341_873, False: 671_585}
@@ -69,10 +91,39 @@ def _extract(archive: Path, dest: Path, prefix: str, sha256: str | None) -> None
     extract_tar(archive, dest, _h5_names(prefix))
 
 
+def _decompress(archive: Path, dest: Path) -> Path:
+    """Streams an `.lzma`/`.xz` archive into `dest` (atomically: a truncated archive leaves nothing)."""
+    try:
+        with lzma.open(archive, "rb") as src, atomic_writer(dest, "wb") as out:
+            for chunk in iter(lambda: src.read(_CHUNK), b""):
+                out.write(chunk)
+    except (lzma.LZMAError, EOFError) as e:
+        raise CorruptArchiveError(
+            f"Archive {archive} is truncated or corrupt ({e}); nothing was cached. Delete it and download "
+            f"it again, or point to a good copy."
+        ) from e
+    return dest
+
+
+def _sqlite_file(p: Path, cache: Path) -> Path | None:
+    """The SQLite file `p` names or holds (decompressing `.lzma` into the cache), or `None`."""
+    if p.is_dir():
+        for name in (SQLITE_NAME, SQLITE_NAME + ".lzma"):
+            if (p / name).is_file():
+                return _sqlite_file(p / name, cache)
+        return None
+    if p.suffix in (".lzma", ".xz"):
+        cached = cache / p.with_suffix("").name
+        return cached if cached.is_file() else _decompress(p, cached)
+    if p.suffix in (".sqlite", ".db"):
+        return p
+    return None
+
+
 def _locate(
     only_digits: bool, cache_dir: str | os.PathLike[str] | None, path: str | os.PathLike[str] | None,
     base_url: str | None, sha256: str | None,
-) -> tuple[Path, Path]:
+) -> tuple[Path, Path] | Path:
     prefix, known_sha = ARCHIVES[only_digits]
     sha = known_sha if sha256 is None else sha256
     names = _h5_names(prefix)
@@ -80,6 +131,8 @@ def _locate(
     cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "emnist"
     if path is not None:
         p = Path(path).expanduser()
+        if p.is_file() and (sqlite := _sqlite_file(p, cache)) is not None:
+            return sqlite
         if p.is_file():  # the archive itself
             _extract(p, cache, prefix, sha)
             return cache / names[0], cache / names[1]
@@ -93,9 +146,12 @@ def _locate(
         if (p / archive_name).is_file():
             _extract(p / archive_name, cache, prefix, sha)
             return cache / names[0], cache / names[1]
+        if (sqlite := _sqlite_file(p, cache)) is not None:
+            return sqlite
         present = sorted(q.name for q in p.iterdir())[:10]
         raise FileNotFoundError(
-            f"{str(p)!r} holds neither {names[0]} + {names[1]} nor {archive_name} (it has {present}). "
+            f"{str(p)!r} holds neither {names[0]} + {names[1]} nor {archive_name} nor TFF's {SQLITE_NAME}[.lzma] "
+            f"(it has {present}). "
             f"Download {archive_name} from {DEFAULT_BASE_URL} and put it (or the extracted .h5 files) there, "
             f"or drop path= to download into the cache."
         )
@@ -137,8 +193,9 @@ def load_data(
       cache_dir: where downloads are cached (an `emnist/` folder inside);
         default `$FEDCORE_CACHE_DIR` or `~/.cache/fedcore`.
       path: use local files instead of downloading: a directory holding
-        `<prefix>_train.h5` and `<prefix>_test.h5` (or `<prefix>.tar.bz2`), or
-        the archive itself (extracted into the cache).
+        `<prefix>_train.h5` and `<prefix>_test.h5` (or `<prefix>.tar.bz2`, or
+        TFF's `emnist_all.sqlite` / `emnist_all.sqlite.lzma`), or one of those
+        files itself (archives are extracted/decompressed into the cache).
       base_url: where to download `<prefix>.tar.bz2` from (`http(s)://` or
         `file://`); default `$FEDCORE_EMNIST_BASE_URL` or TFF's bucket.
       sha256: expected SHA-256 of the archive; default TFF's published one.
@@ -149,10 +206,14 @@ def load_data(
       `(train, test)`: `ClientData` with `x` float32 (N, 28, 28) (or (N, 784))
       and `y` int32 (N,), the same writer ids in both.
     """
-    train_h5, test_h5 = _locate(bool(only_digits), cache_dir, path, base_url, sha256)
+    found = _locate(bool(only_digits), cache_dir, path, base_url, sha256)
     keys = {"x": "pixels", "y": "label"}
-    train = HDF5ClientData(train_h5, keys=keys)
-    test = HDF5ClientData(test_h5, keys=keys)
+    if isinstance(found, Path):  # TFF's SQLite file: both splits in one file
+        options = {"keys": keys, "shapes": {"pixels": (28, 28)}, "dtypes": {"pixels": np.float32, "label": np.int32}}
+        train_split, test_split = SQLITE_SPLITS[bool(only_digits)]
+        train, test = SQLiteClientData(found, train_split, **options), SQLiteClientData(found, test_split, **options)
+    else:
+        train, test = HDF5ClientData(found[0], keys=keys), HDF5ClientData(found[1], keys=keys)
     spec = train.element_spec
     needs = invert or flatten or spec["x"].dtype != np.float32 or spec["y"].dtype != np.int32
     if not needs:
