@@ -361,6 +361,20 @@ def check_strategies_agree(
     tolerance (default: `summation_atol` of the arguments and the reference
     result). Returns the reference result.
 
+    Args:
+        comp: the computation (or any function of placed values) to run.
+        *args: its arguments.
+        strategies: strategy names (`"loop"`, `"vmap"`, `"chunked"`, `"sharded"`, or a
+            registered one, each with its defaults) or strategy instances, which
+            carry options: `fc.ChunkedStrategy(chunk_size=3)` checks chunks of 3
+            clients (a chunk size that does not divide the cohort is the case
+            worth testing).
+        rtol: relative tolerance per leaf.
+        atol: absolute tolerance per leaf; default `summation_atol(args, reference)`.
+
+    Returns:
+        The reference strategy's result.
+
     ```python
     >>> import fedcore as fc, jax.numpy as jnp
     >>> from fedcore.testing import laws
@@ -369,6 +383,9 @@ def check_strategies_agree(
     ...     return fc.mean(fc.map(jnp.square, x))
     >>> float(laws.check_strategies_agree(average, fc.clients_value(jnp.arange(4.0))))
     3.5
+    >>> float(laws.check_strategies_agree(
+    ...     average, fc.clients_value(jnp.arange(5.0)), strategies=("loop", "vmap", fc.ChunkedStrategy(chunk_size=2))))
+    6.0
     ```
     """
     if not strategies:

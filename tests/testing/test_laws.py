@@ -147,6 +147,20 @@ def test_strategies_law_catches_a_broken_strategy():
         fct.check_strategies_agree(_total, x, strategies=("loop", _DropsLastClient()))
 
 
+def test_strategies_law_takes_a_chunk_size_as_a_strategy_instance():
+    seen = []
+
+    @fc.computation
+    def total_of_squares(x):
+        seen.append(fc.current_strategy())
+        return fc.sum(fc.map(jnp.square, x))
+
+    x = fc.clients_value(jnp.arange(5.0))
+    r = fct.check_strategies_agree(total_of_squares, x, strategies=("loop", "vmap", fc.ChunkedStrategy(chunk_size=2)))
+    assert float(r.value) == 30.0
+    assert [s.name for s in seen] == ["loop", "vmap", "chunked"] and seen[-1].chunk_size == 2
+
+
 def test_strategies_law_catches_a_type_change():
     @fc.computation
     def type_depends_on_strategy(x):
